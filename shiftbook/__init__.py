@@ -1,0 +1,3 @@
+"""shiftbook: compressed CNNs to multiplier-free shift-accumulate hardware."""
+
+__version__ = "0.1.0"

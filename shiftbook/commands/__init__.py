@@ -1,0 +1,1 @@
+"""Subcommands of the `shiftbook` CLI (one module each)."""

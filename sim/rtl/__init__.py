@@ -1,0 +1,1 @@
+"""RTL simulation: generated Verilog under Verilator, driven by cocotb."""
