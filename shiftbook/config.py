@@ -131,9 +131,10 @@ class CoreConfig:
         return (1 << self.exp_bits) - 1
 
     def row_bytes(self, payload_bytes: int) -> int:
-        """A buffer row of ``payload_bytes`` rounded up to whole bus words."""
-        b = self.bus_bytes
-        return -(-payload_bytes // b) * b
+        """A buffer row of ``payload_bytes`` rounded up to a power-of-two number of bus words
+        (so the hardware splits a flat word address into row and word with bit slices)."""
+        words = -(-payload_bytes // self.bus_bytes)
+        return self.bus_bytes * (1 << (words - 1).bit_length())
 
     @property
     def wbuf_row_bytes(self) -> int:

@@ -1,0 +1,201 @@
+"""Cycle model vs RTL over a corpus of layers: prints layer, model, RTL, error % per MARK
+segment and writes bench/out/cycle_model.json.
+
+Each corpus entry is compiled into a bundle under build/cycle_model/<name>/ and run once in
+RTL (Verilator); the measured cycles and MARKs are cached next to the bundle (keyed by the
+memory image's hash), so a second run only re-evaluates the model.
+
+    .venv/bin/python bench/bench_cycle_model.py [--only NAME_SUBSTRING] [--no-rtl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "build" / "cycle_model"
+OUT = ROOT / "bench" / "out" / "cycle_model.json"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    config: str            # preset name
+    op: str = "conv"
+    cin: int = 16
+    cout: int = 32
+    kernel: int = 3
+    stride: int = 1
+    size: int = 14
+    residual: bool = False
+    chain: tuple[tuple[int, int, int], ...] = ()   # (cout, kernel, stride) per layer
+
+
+def config_of(spec: str):  # -> CoreConfig
+    """A preset name, optionally with overrides: ``small:bus_bytes=16,mem_latency=12``."""
+    import dataclasses
+
+    from shiftbook.config import load_config
+
+    name, _, over = spec.partition(":")
+    cfg = load_config(name)
+    if over:
+        kv = {k: int(v) for k, v in (item.split("=") for item in over.split(","))}
+        cfg = dataclasses.replace(cfg, name=f"{name}-" + "-".join(
+            f"{k}{v}" for k, v in kv.items()), **kv)
+    return cfg
+
+
+def chain_graph(case: Case, exp_bits: int, acc_bits: int):  # -> (Graph, inputs)
+    """A seeded multi-layer conv chain ``x -> t1 -> ... -> tN`` (one MARK per layer)."""
+    import numpy as np
+
+    from shiftbook.sw.ir import Graph, TensorSpec
+    from shiftbook.sw.reference import quantize_conv, run_graph
+
+    rng = np.random.default_rng(0)
+    n = len(case.chain)
+    g = Graph(inputs=["x"], outputs=[f"t{n}"])
+    cur = g.add_tensor(TensorSpec("x", (case.cin, case.size, case.size), 5))
+    xv = np.clip(np.rint(rng.normal(0, 32, cur.shape)), -128, 127).astype(np.int64)
+    val = xv
+    for i, (co, k, s) in enumerate(case.chain):
+        w = rng.normal(0, np.sqrt(2 / (cur.shape[0] * k * k)), (co, cur.shape[0], k, k))
+        op, spec = quantize_conv(f"conv{i}", cur, f"t{i + 1}", w, rng.normal(0, 0.1, co),
+                                 exp_bits=exp_bits, acc_bits=acc_bits, calib=val,
+                                 stride=(s, s), padding=(k // 2,) * 4, relu=True)
+        g.add_tensor(spec)
+        g.add_op(op)
+        val = run_graph(g, {"x": xv})[spec.name]
+        cur = spec
+    return g, {"x": xv}
+
+
+CORPUS: tuple[Case, ...] = (
+    # small (4x8, bus 8 B, latency 8)
+    Case("small_3x3_16_32_s14", "small"),
+    Case("small_1x1_16_32_s14", "small", kernel=1),
+    Case("small_3x3_s2_16_32_s16", "small", stride=2, size=16),
+    Case("small_7x7_3_8_s16", "small", cin=3, cout=8, kernel=7, size=16),
+    Case("small_odd_5_7_s9", "small", cin=5, cout=7, size=9),
+    Case("small_linear_64_10", "small", op="linear", cin=64, cout=10),
+    Case("small_residual_16_16_s8", "small", cin=16, cout=16, size=8, residual=True),
+    Case("small_1x1_s2_16_32_s16", "small", kernel=1, stride=2, size=16),
+    Case("small_3x3_64_64_s8", "small", cin=64, cout=64, size=8),
+    # tiny (2x2, latency 4, small buffers: multi-band and multi-chunk)
+    Case("tiny_3x3_4_4_s9", "tiny", cin=4, cout=4, size=9),
+    Case("tiny_7x7_4_4_s9", "tiny", cin=4, cout=4, kernel=7, size=9),
+    Case("tiny_3x3_8_6_s24_bands", "tiny", cin=8, cout=6, size=24),
+    Case("tiny_3x3_130_4_s4_chunks", "tiny", cin=130, cout=4, size=4),
+    Case("tiny_1x1_s2_6_5_s11", "tiny", cin=6, cout=5, kernel=1, stride=2, size=11),
+    Case("tiny_linear_40_3", "tiny", op="linear", cin=40, cout=3),
+    # base (16x16)
+    Case("base_3x3_16_16_s8", "base", cin=16, cout=16, size=8),
+    Case("base_1x1_s2_16_32_s16", "base", kernel=1, stride=2, size=16),
+    Case("base_3x3_3_16_s32_stem", "base", cin=3, cout=16, size=32),
+    # multi-layer programs (one MARK per layer)
+    Case("small_chain3", "small", cin=3, size=12, chain=((8, 3, 1), (16, 3, 2), (16, 1, 1))),
+    Case("tiny_chain3", "tiny", cin=3, size=10, chain=((4, 3, 1), (6, 3, 2), (5, 1, 1))),
+    Case("base_chain3", "base", cin=3, size=16, chain=((16, 3, 1), (32, 3, 2), (32, 3, 1))),
+    # other bus widths and latencies (instruction assembly from 4 words, 1 word, 1/2 word)
+    Case("b4_3x3_8_8_s8", "tiny:bus_bytes=4,mem_latency=2", cin=8, cout=8, size=8),
+    Case("b4_chain2", "tiny:bus_bytes=4,mem_latency=2", cin=3, size=9,
+         chain=((4, 3, 1), (6, 1, 2))),
+    Case("b16_3x3_16_16_s10", "small:bus_bytes=16,mem_latency=12", cin=16, cout=16, size=10),
+    Case("b16_chain2", "small:bus_bytes=16,mem_latency=12", cin=3, size=12,
+         chain=((8, 3, 1), (16, 1, 2))),
+    Case("b32_3x3_16_16_s10", "small:bus_bytes=32,mem_latency=3", cin=16, cout=16, size=10),
+    Case("b32_linear_64_10", "small:bus_bytes=32,mem_latency=3", op="linear", cin=64, cout=10),
+)
+
+
+def _bundle(case: Case) -> Path:
+    from shiftbook.sw.bundle import write_bundle
+    from shiftbook.sw.compiler import compile_graph
+    from shiftbook.sw.reference import random_layer
+
+    cfg = config_of(case.config)
+    bdir = CACHE / case.name / "bundle"
+    if case.chain:
+        graph, inputs = chain_graph(case, cfg.exp_bits, cfg.acc_bits)
+    else:
+        layer = random_layer(case.op, case.cin, case.cout, case.kernel, case.stride, None,
+                             case.size, seed=0, exp_bits=cfg.exp_bits, acc_bits=cfg.acc_bits,
+                             residual=case.residual)
+        graph, inputs = layer.graph, layer.inputs
+    prog = compile_graph(graph, cfg, inputs)
+    mem_hash = hashlib.sha256(prog.memory).hexdigest()[:16]
+    stamp = bdir / "memory.sha"
+    if not (stamp.exists() and stamp.read_text() == mem_hash):
+        write_bundle(prog, graph, bdir)
+        stamp.write_text(mem_hash)
+    return bdir
+
+
+def rtl_measure(bdir: Path, *, run: bool = True) -> dict | None:
+    """The cached RTL result of the bundle in ``bdir`` ({"cycles", "marks"}), running it if
+    ``run`` and there is no cache entry for this memory image."""
+    mem_hash = (bdir / "memory.sha").read_text() if (bdir / "memory.sha").exists() else \
+        hashlib.sha256((bdir / "memory.bin").read_bytes()).hexdigest()[:16]
+    cache = bdir.parent / "rtl.json"
+    if cache.exists():
+        d = json.loads(cache.read_text())
+        if d.get("memory_sha") == mem_hash:
+            return d
+    if not run:
+        return None
+    from shiftbook.sim.rtl.runner import run_bundle
+    t0 = time.monotonic()
+    res = run_bundle(bdir)
+    d = {"memory_sha": mem_hash, "cycles": int(res.cycles),
+         "marks": [[int(i), int(c)] for i, c in res.marks], "wall_s": time.monotonic() - t0}
+    cache.write_text(json.dumps(d))
+    return d
+
+
+def compare(bdir: Path, rtl: dict) -> dict:
+    from shiftbook.sw.bundle import load_bundle
+    from shiftbook.sw.estimate.cycles import compare_marks, estimate
+
+    b = load_bundle(bdir)
+    est = estimate(b)
+    return compare_marks(est, rtl["cycles"], [tuple(m) for m in rtl["marks"]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="run the cases whose name contains this")
+    ap.add_argument("--no-rtl", action="store_true", help="use cached RTL results only")
+    args = ap.parse_args(argv)
+    rows = []
+    worst = 0.0
+    print(f"{'layer':34s} {'segment':>8s} {'model':>9s} {'RTL':>9s} {'error %':>8s}")
+    for case in CORPUS:
+        if args.only not in case.name:
+            continue
+        bdir = _bundle(case)
+        rtl = rtl_measure(bdir, run=not args.no_rtl)
+        if rtl is None:
+            print(f"{case.name:34s} (no cached RTL result)")
+            continue
+        cmp = compare(bdir, rtl)
+        for seg in cmp["segments"]:
+            print(f"{case.name:34s} {seg['name']:>8s} {seg['model']:9d} {seg['rtl']:9d} "
+                  f"{seg['error_pct']:+8.2f}")
+            worst = max(worst, abs(seg["error_pct"]))
+            rows.append({"case": case.name, "config": case.config, **seg})
+        sys.stdout.flush()
+    print(f"max |error| = {worst:.2f} % over {len(rows)} segments")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"max_abs_error_pct": worst, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

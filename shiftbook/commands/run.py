@@ -1,0 +1,45 @@
+"""`shiftbook run BUNDLE --port DEV`: load a bundle onto a board over UART, run, read back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAME = "run"
+HELP = "load a program bundle onto a board over its UART link, run it and read the results"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from shiftbook.sw.host import DEFAULT_BAUD
+
+    p.add_argument("bundle", help="program bundle (directory or file from `shiftbook compile`)")
+    p.add_argument("--port", required=True, help="serial device of the board, e.g. /dev/ttyUSB0")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"UART rate (default {DEFAULT_BAUD}, the board targets' rate)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the core")
+    p.add_argument("-o", "--output", default=None,
+                   help="directory for the outputs read back (one .bin per region) and "
+                        "run.json")
+    p.add_argument("--all", action="store_true",
+                   help="also read the whole memory image back (memory.bin in -o DIR)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shiftbook.sw.host import load_bundle_and_run
+
+    res = load_bundle_and_run(args.port, args.bundle, baud=args.baud, timeout=args.timeout,
+                              read_all=args.all, progress=lambda m: print(m, file=sys.stderr))
+    summary = {"cycles": res.cycles, "marks": [{"id": i, "cycles": c} for i, c in res.marks],
+               "outputs": {k: len(v) for k, v in res.outputs.items()}}
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, blob in res.outputs.items():
+            (out / f"{name}.bin").write_bytes(blob)
+        if res.memory is not None:
+            (out / "memory.bin").write_bytes(res.memory)
+        (out / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,418 @@
+"""Functional simulator (L1): executes a program one instruction at a time, exactly per
+docs/isa.md, over an external memory image, in numpy.
+
+Products and requantization come from ``sw/numerics``. Beyond the ISA semantics it checks what
+the compiler promises (the hardware does not): ACT reads at valid positions inside ACT, no
+accumulator overflow, buffer addresses in range and -- with ``check_hazards`` -- that SYNCs
+order every pair of instructions on different units that touch the same buffer bytes (the
+conservative rule: everything a unit was given since its last SYNC may still be running).
+
+The cycle estimate (:class:`CycleModel`) replays the same instruction stream through a simple
+timing model of the controller, the DMA unit and the compute unit (issue to a busy unit waits,
+SYNC waits for the named units). Its constants are fields so that a calibrated model can
+subclass or replace it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shiftbook.config import CoreConfig
+from shiftbook.isa import INSN_BYTES, Buf, Flag, Insn, Mode, Opcode, Reg, SyncMask, decode
+from shiftbook.sw import numerics as nx
+
+__all__ = ["SimError", "HazardError", "CycleModel", "FunctionalResult", "FunctionalSim",
+           "estimate_cycles",
+           "run_program"]
+
+
+class SimError(RuntimeError):
+    """The program did something the hardware contract forbids (the message says what)."""
+
+
+class HazardError(SimError):
+    """Two instructions on different units touch the same buffer bytes without a SYNC."""
+
+
+@dataclass
+class CycleModel:
+    """Analytical timing: per-instruction costs of the three engines.
+
+    ``load = dma_setup + mem_latency + words*runs`` (reads pipelined within an instruction),
+    ``store = dma_setup + words*runs``, ``compute = compute_setup + NCH*KH*KW`` (one reduction
+    step per cycle), a drain keeps the compute unit busy for ``drain_cycles`` more cycles for
+    SYNC/END purposes but overlaps the next COMPUTE. The controller spends ``issue`` cycles per
+    instruction and waits when the target unit is busy.
+    """
+
+    issue: int = 1
+    fetch_latency_per_insn: int = 0
+    # Instruction fetch shares the memory port (with priority over the DMA): each instruction
+    # takes 16/bus_bytes port cycles, the controller runs at most ``fetch_queue`` instructions
+    # ahead of issue, and a fetch during a DMA transfer delays that transfer.
+    model_fetch: bool = True
+    fetch_queue: int | None = None  # default: (mem_latency + 2*wpi + 1) // wpi
+    dma_setup: int = 2
+    compute_setup: int = 2
+    drain_cycles: int | None = None  # default: rows
+
+    def load(self, words: int, runs: int, cfg: CoreConfig) -> int:
+        return self.dma_setup + cfg.mem_latency + words * runs
+
+    def store(self, words: int, runs: int, cfg: CoreConfig) -> int:
+        return self.dma_setup + words * runs
+
+    def compute(self, steps: int, cfg: CoreConfig) -> int:
+        return self.compute_setup + steps
+
+    def drain(self, cfg: CoreConfig) -> int:
+        return cfg.rows if self.drain_cycles is None else self.drain_cycles
+
+
+@dataclass
+class _Timeline:
+    model: CycleModel
+    cfg: CoreConfig
+    t: int = 0
+    dma_free: int = 0
+    comp_free: int = 0
+    comp_idle: int = 0
+    busy: Counter = field(default_factory=Counter)
+    fetch_t: int = 0
+    issued: list[int] = field(default_factory=list)
+
+    def _fetch(self) -> None:
+        m, cfg = self.model, self.cfg
+        if not m.model_fetch:
+            return
+        wpi = max(1, INSN_BYTES // cfg.bus_bytes)
+        q = m.fetch_queue or max(1, (cfg.mem_latency + 2 * wpi + 1) // wpi)
+        room = self.issued[-q] if len(self.issued) >= q else 0
+        start = max(self.fetch_t, room)
+        self.fetch_t = start + wpi
+        if start < self.dma_free:  # the port was the DMA's: the transfer slips
+            self.dma_free += wpi
+        self.t = max(self.t, self.fetch_t + cfg.mem_latency)
+
+    def step(self, insn: Insn, regs: dict[int, int]) -> None:
+        m, cfg = self.model, self.cfg
+        self._fetch()
+        self.t += m.fetch_latency_per_insn
+        op = insn.op
+        if op in (Opcode.LOAD, Opcode.STORE):
+            words, runs = insn.args["words"], insn.args["runs"]
+            dur = (m.load if op == Opcode.LOAD else m.store)(words, runs, cfg)
+            self.t = max(self.t, self.dma_free)
+            self.dma_free = self.t + dur
+            self.busy["dma"] += dur
+        elif op == Opcode.COMPUTE:
+            steps = regs.get(Reg.NCH, 0) * regs.get(Reg.KH, 0) * regs.get(Reg.KW, 0)
+            dur = m.compute(steps, cfg)
+            self.t = max(self.t, self.comp_free)
+            self.comp_free = self.t + dur
+            self.comp_idle = max(self.comp_idle, self.comp_free
+                                 + (m.drain(cfg) if insn.args["drain"] else 0))
+            self.busy["compute"] += dur
+        elif op == Opcode.SYNC:
+            mask = insn.args["mask"]
+            if mask & SyncMask.DMA:
+                self.t = max(self.t, self.dma_free)
+            if mask & SyncMask.COMPUTE:
+                self.t = max(self.t, self.comp_idle, self.comp_free)
+        elif op == Opcode.END:
+            self.t = max(self.t, self.dma_free, self.comp_free, self.comp_idle)
+        self.issued.append(self.t)
+        self.t += m.issue
+
+
+@dataclass
+class FunctionalResult:
+    memory: bytes
+    cycles: int
+    marks: list[tuple[int, int]]
+    stats: dict[str, Any]
+
+
+_BUFS = ("ACT", "WGT", "BIAS", "RES", "OUT")
+
+
+class FunctionalSim:
+    """Executes one program on a memory image for ``cfg``."""
+
+    def __init__(self, cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True,
+                 cycle_model: CycleModel | None = None) -> None:
+        self.cfg = cfg
+        total = cfg.mem_words * cfg.bus_bytes
+        if len(memory) > total:
+            raise SimError(f"memory image of {len(memory)} bytes exceeds the core's "
+                           f"{total}-byte address space")
+        self.image_len = len(memory)
+        self.mem = np.zeros(total, np.uint8)
+        self.mem[: len(memory)] = np.frombuffer(bytes(memory), np.uint8)
+        self.top = len(memory)
+        B = cfg.bus_bytes
+        self.bufs = {
+            "ACT": np.zeros(cfg.abuf_bytes, np.uint8),
+            "WGT": np.zeros(cfg.wbuf_rows * cfg.wbuf_row_bytes, np.uint8),
+            "BIAS": np.zeros(cfg.bbuf_rows * cfg.bbuf_row_bytes, np.uint8),
+            "RES": np.zeros(cfg.cols * cfg.obuf_bytes, np.uint8),
+            "OUT": np.zeros(cfg.cols * cfg.obuf_bytes, np.uint8),
+        }
+        self.B = B
+        self.regs: dict[int, int] = {}
+        self.acc = np.zeros((cfg.rows, cfg.cols), np.int64)
+        self.check_hazards = check_hazards
+        self.pending: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray, int]]]] = {
+            "dma": {}, "compute": {}}
+        self.timeline = _Timeline(cycle_model or CycleModel(), cfg)
+        self.marks: list[tuple[int, int]] = []
+        self.counts: Counter = Counter()
+        self.dma_words = Counter()
+        self.pc = 0
+        self.done = False
+
+    # ---- hazards ----
+    def _touch(self, unit: str, pc: int, spans: list[tuple[str, Any, Any]]) -> None:
+        """Record byte intervals ``[lo, hi)`` (scalars or arrays) that instruction ``pc`` on
+        ``unit`` touches, after checking them against the other unit's unsynced ones."""
+        if not self.check_hazards:
+            return
+        other = self.pending["compute" if unit == "dma" else "dma"]
+        mine = self.pending[unit]
+        for buf, lo, hi in spans:
+            lo = np.atleast_1d(np.asarray(lo, np.int64))
+            hi = np.atleast_1d(np.asarray(hi, np.int64))
+            keep = hi > lo
+            lo, hi = lo[keep], hi[keep]
+            if not lo.size:
+                continue
+            for olo, ohi, opc in other.get(buf, []):
+                hit = (lo[:, None] < ohi[None, :]) & (olo[None, :] < hi[:, None])
+                if hit.any():
+                    i, j = np.argwhere(hit)[0]
+                    raise HazardError(
+                        f"instruction {pc} ({unit}) touches {buf} bytes [{lo[i]}, {hi[i]}) "
+                        f"while instruction {opc} on the other unit may still use "
+                        f"[{olo[j]}, {ohi[j]}) (missing SYNC)")
+            mine.setdefault(buf, []).append((lo, hi, pc))
+
+    # ---- execution ----
+    def fetch(self) -> Insn:
+        off = self.pc * INSN_BYTES
+        if off + INSN_BYTES > self.mem.size:
+            raise SimError(f"program counter {self.pc} ran off the end of memory")
+        word = int.from_bytes(self.mem[off: off + INSN_BYTES].tobytes(), "little")
+        try:
+            return decode(word)
+        except ValueError as e:
+            raise SimError(f"instruction {self.pc}: {e}") from None
+
+    def run(self, max_insns: int = 50_000_000) -> FunctionalResult:
+        while not self.done:
+            if self.pc >= max_insns:
+                raise SimError(f"no END after {max_insns} instructions")
+            insn = self.fetch()
+            self.execute(insn)
+            self.pc += 1
+        end = max(self.image_len, self.top)
+        mem = self.mem[:end].tobytes()
+        stats = {
+            "instructions": dict(sorted((k.name, v) for k, v in self.counts.items())),
+            "dma_words": dict(self.dma_words),
+            "busy": dict(self.timeline.busy),
+            "cycles": self.timeline.t,
+        }
+        return FunctionalResult(mem, self.timeline.t, list(self.marks), stats)
+
+    def execute(self, insn: Insn) -> None:
+        self.counts[insn.op] += 1
+        op, a = insn.op, insn.args
+        regs_snapshot = self.regs
+        if op == Opcode.SET:
+            self.regs = dict(self.regs)
+            self.regs[a["reg"]] = a["value"]
+        elif op == Opcode.LOAD:
+            self._dma(a, load=True)
+        elif op == Opcode.STORE:
+            self._dma(a, load=False)
+        elif op == Opcode.COMPUTE:
+            self._compute(a)
+        elif op == Opcode.SYNC:
+            if a["mask"] & SyncMask.DMA:
+                self.pending["dma"] = {}
+            if a["mask"] & SyncMask.COMPUTE:
+                self.pending["compute"] = {}
+        elif op == Opcode.MARK:
+            self.marks.append((a["id"], self.timeline.t))
+        elif op == Opcode.END:
+            self.done = True
+        elif op == Opcode.NOP:
+            pass
+        else:  # pragma: no cover - decode() rejects unknown opcodes
+            raise SimError(f"instruction {self.pc}: unknown opcode {op}")
+        self.timeline.step(insn, regs_snapshot if op != Opcode.SET else self.regs)
+
+    def _dma(self, a: dict[str, int], *, load: bool) -> None:
+        B = self.B
+        try:
+            name = Buf(a["buf"]).name
+        except ValueError:
+            raise SimError(f"instruction {self.pc}: unknown buffer {a['buf']}") from None
+        if load and name == "OUT" or not load and name != "OUT":
+            raise SimError(f"instruction {self.pc}: {'LOAD into' if load else 'STORE from'} "
+                           f"{name} is not allowed")
+        buf = self.bufs[name]
+        words, runs = a["words"], a["runs"]
+        spans = []
+        for r in range(runs):
+            e = (a["ext_addr"] + r * a["ext_stride"]) * B
+            b = (a["buf_addr"] + r * a["buf_stride"]) * B
+            n = words * B
+            if b + n > buf.size:
+                raise SimError(f"instruction {self.pc}: {name} words [{b // B}, {(b + n) // B}) "
+                               f"beyond the buffer ({buf.size // B} words)")
+            if e + n > self.mem.size:
+                raise SimError(f"instruction {self.pc}: external words beyond memory")
+            if load:
+                buf[b: b + n] = self.mem[e: e + n]
+            else:
+                self.mem[e: e + n] = buf[b: b + n]
+                self.top = max(self.top, e + n)
+            spans.append((name, b, b + n))
+        self.dma_words["load" if load else "store"] += words * runs
+        self._touch("dma", self.pc, spans)
+
+    def _bias_entries(self, row: int, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        cfg = self.cfg
+        if row >= cfg.bbuf_rows:
+            raise SimError(f"instruction {self.pc}: bias_row {row} beyond BIAS")
+        base = row * cfg.bbuf_row_bytes
+        ent = self.bufs["BIAS"][base: base + 8 * cfg.cols].reshape(cfg.cols, 8)[cols]
+        bias = ent[:, 0:4].copy().view("<i4").reshape(-1).astype(np.int64)
+        shift = ent[:, 4].astype(np.int64)
+        res_shift = ent[:, 5].view(np.int8).astype(np.int64)
+        return bias, shift, res_shift
+
+    def _compute(self, a: dict[str, int]) -> None:
+        cfg, regs = self.cfg, self.regs
+        g = {r: regs.get(int(r), 0) for r in Reg}
+        R, NC = cfg.rows, cfg.cols
+        npix, col0, ncols = a["npix"], a["col0"], a["ncols"]
+        if npix > R or col0 + ncols > NC:
+            raise SimError(f"instruction {self.pc}: npix={npix}/col0={col0}/ncols={ncols} "
+                           f"exceed the {R}x{NC} array")
+        mode = g[Reg.MODE]
+        # Pixel walk.
+        ox, iy0, ix0, ab, oo = a["ox0"], a["iy0"], a["ix0"], a["act_base"], a["o_off"]
+        rows = []
+        for _ in range(R):
+            rows.append((iy0, ix0, ab, oo))
+            if ox + 1 < g[Reg.OUT_W]:
+                ox, ix0, ab, oo = ox + 1, ix0 + g[Reg.STRIDE_X], ab + g[Reg.STRIDE_X], oo + 1
+            else:
+                ox, ix0, iy0 = 0, -g[Reg.PAD_L], iy0 + g[Reg.STRIDE_Y]
+                ab, oo = ab + g[Reg.A_WRAP], oo + g[Reg.O_WRAP]
+        rows_a = np.array(rows[:npix], dtype=np.int64).reshape(-1, 4)
+        nch, kh, kw = g[Reg.NCH], g[Reg.KH], g[Reg.KW]
+        K = nch * kh * kw
+        c, ky, kx = np.meshgrid(np.arange(nch), np.arange(kh), np.arange(kw), indexing="ij")
+        c, ky, kx = c.reshape(-1), ky.reshape(-1), kx.reshape(-1)
+        iy = rows_a[:, 0:1] + ky[None]
+        ix = rows_a[:, 1:2] + kx[None]
+        valid = (iy >= 0) & (iy < g[Reg.IN_H]) & (ix >= 0) & (ix < g[Reg.IN_W])
+        addr = rows_a[:, 2:3] + c[None] * g[Reg.A_PLANE] + ky[None] * g[Reg.A_PITCH] + kx[None]
+        act = self.bufs["ACT"]
+        spans: list[tuple[str, Any, Any]] = []
+        if valid.any():
+            va = addr[valid]
+            if va.min() < 0 or va.max() >= act.size:
+                bad = va[(va < 0) | (va >= act.size)][0]
+                raise SimError(f"instruction {self.pc}: ACT read at {int(bad)} outside "
+                               f"[0, {act.size}) at a valid position")
+            if self.check_hazards:
+                # One interval per (row, channel): the bytes that row reads from that plane.
+                big = np.int64(1) << 60
+                a3 = np.where(valid, addr, big).reshape(len(rows_a), nch, kh * kw)
+                b3 = np.where(valid, addr, -big).reshape(len(rows_a), nch, kh * kw)
+                lo3, hi3 = a3.min(axis=2).reshape(-1), b3.max(axis=2).reshape(-1) + 1
+                spans.append(("ACT", lo3, hi3))
+        x = np.zeros(addr.shape, np.int64)
+        x[valid] = act[addr[valid]].view(np.int8)
+        if a["clear"]:
+            self.acc[:] = nx.int_range(cfg.acc_bits)[0] if mode == Mode.MAX else 0
+        acc = self.acc
+        if mode == Mode.MAC:
+            wb = a["wgt_base"]
+            if wb + K > cfg.wbuf_rows:
+                raise SimError(f"instruction {self.pc}: WGT rows [{wb}, {wb + K}) beyond "
+                               f"{cfg.wbuf_rows}")
+            wrow = cfg.wbuf_row_bytes
+            w = self.bufs["WGT"][wb * wrow: (wb + K) * wrow].reshape(K, wrow)[:, :NC]
+            spans.append(("WGT", wb * wrow, (wb + K) * wrow))
+            # A shift product ±(x << e) equals x * decode_shift(code) exactly (int64), so the
+            # reduction is one integer matrix product (invalid positions contribute 0).
+            if cfg.pe == "mult":
+                wv = w.view(np.int8).astype(np.int64)
+            else:
+                wv = np.asarray(nx.decode_shift(w.astype(np.int64), cfg.exp_bits), np.int64)
+            acc[:npix] += np.where(valid, x, 0) @ wv
+        elif mode == Mode.MAX:
+            m = np.where(valid, x, nx.int_range(cfg.acc_bits)[0]).max(axis=1, initial=-(1 << 62))
+            acc[:npix] = np.maximum(acc[:npix], m[:, None])
+        elif mode == Mode.SUM:
+            acc[:npix] += np.where(valid, x, 0).sum(axis=1)[:, None]
+        else:
+            raise SimError(f"instruction {self.pc}: unknown MODE {mode}")
+        lo, hi = nx.int_range(cfg.acc_bits)
+        if acc.min() < lo or acc.max() > hi:
+            raise SimError(f"instruction {self.pc}: accumulator overflow "
+                           f"({int(acc.min())}..{int(acc.max())} beyond {cfg.acc_bits} bits)")
+        if a["drain"] and npix and ncols:
+            flags = g[Reg.FLAGS]
+            cols = np.arange(col0, col0 + ncols)
+            bias, shift, res_shift = self._bias_entries(a["bias_row"], cols)
+            spans.append(("BIAS", a["bias_row"] * cfg.bbuf_row_bytes,
+                          a["bias_row"] * cfg.bbuf_row_bytes + 8 * NC))
+            oo = rows_a[:, 3]
+            if oo.min() < 0 or oo.max() >= cfg.obuf_bytes:
+                raise SimError(f"instruction {self.pc}: OUT offset {int(oo.max())} outside "
+                               f"[0, {cfg.obuf_bytes})")
+            idx = cols[None, :] * cfg.obuf_bytes + oo[:, None]
+            res = None
+            if flags & Flag.RESIDUAL:
+                res = self.bufs["RES"][idx].view(np.int8).astype(np.int64)
+            out = nx.requantize(acc[:npix][:, cols], bias[None], shift[None],
+                                relu=bool(flags & Flag.RELU), residual=res,
+                                res_shift=res_shift[None])
+            self.bufs["OUT"][idx] = np.asarray(out).astype(np.int8).view(np.uint8)
+            for j in cols:
+                span = (int(j * cfg.obuf_bytes + oo.min()), int(j * cfg.obuf_bytes + oo.max() + 1))
+                spans.append(("OUT", *span))
+                if res is not None:
+                    spans.append(("RES", *span))
+        self._touch("compute", self.pc, spans)
+
+
+def run_program(cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True,
+                cycle_model: CycleModel | None = None) -> FunctionalResult:
+    """Run the program at word 0 of ``memory`` to END."""
+    return FunctionalSim(cfg, memory, check_hazards=check_hazards,
+                         cycle_model=cycle_model).run()
+
+
+def estimate_cycles(cfg: CoreConfig, insns: list[Insn],
+                    cycle_model: CycleModel | None = None) -> int:
+    """The cycle estimate of a program without executing its data (timing replay only)."""
+    tl = _Timeline(cycle_model or CycleModel(), cfg)
+    regs: dict[int, int] = {}
+    for insn in insns:
+        if insn.op == Opcode.SET:
+            regs[insn.args["reg"]] = insn.args["value"]
+        tl.step(insn, regs)
+        if insn.op == Opcode.END:
+            break
+    return tl.t

@@ -1,0 +1,140 @@
+"""Whole-program compilation: place tensors and parameters, schedule every layer, encode.
+
+External memory image (byte addresses):
+``[0, program)`` the instruction stream (16 bytes each, starting at word 0), then, each
+aligned to 64 bytes (or the bus width if larger): every tensor of the graph in graph order
+(inputs hold their values, the rest zeros), then per layer its weight rows and bias rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shiftbook.config import CoreConfig
+from shiftbook.isa import INSN_BYTES, Insn, Opcode, encode_program
+from shiftbook.sw import numerics as nx
+from shiftbook.sw.compiler.conv import (
+    CompileError,
+    conv_bias_bytes,
+    conv_weight_bytes,
+    plan_conv,
+    rough_cycles,
+    schedule_conv,
+)
+from shiftbook.sw.compiler.emitter import Emitter
+from shiftbook.sw.compiler.layout import MemoryImage, Placement, pack_tensor
+from shiftbook.sw.ir import Conv2d, Graph
+
+__all__ = ["CompiledProgram", "CompileError", "compile_graph"]
+
+
+@dataclass
+class CompiledProgram:
+    config: CoreConfig
+    insns: list[Insn]
+    program: bytes
+    memory: bytes
+    tensors: dict[str, Placement]
+    layers: list[dict[str, Any]]
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def ideal_cycles(self) -> int:
+        return sum(int(lay["ideal_cycles"]) for lay in self.layers)
+
+
+def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig,
+                w_bytes: int, w_addr: int, b_addr: int, b_bytes: int,
+                extra: dict[str, Any]) -> dict[str, Any]:
+    macs = op.macs(graph.tensors)
+    return {
+        "index": index, "name": op.name, "op": op.kind, "input": op.input, "output": op.output,
+        "residual": op.residual,
+        "macs": macs, "ideal_cycles": math.ceil(macs / cfg.pes),
+        "weight_bytes": w_bytes, "weight_addr": w_addr, "bias_addr": b_addr,
+        "bias_bytes": b_bytes,
+        "kernel": [plan.KH, plan.KW], "stride": [plan.sy, plan.sx], "padding": list(plan.pad),
+        "tiles": {
+            "rows": cfg.rows, "cols": cfg.cols, "groups": plan.groups,
+            "bands": [list(b) for b in plan.bands],
+            "chunks": [list(c) for c in plan.chunks],
+            "out_w": plan.OW,
+        },
+        **extra,
+    }
+
+
+def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
+                  data_base: int) -> CompiledProgram:
+    mem = MemoryImage(cfg.bus_bytes, data_base)
+    places: dict[str, Placement] = {}
+    for name, spec in graph.tensors.items():
+        p = mem.place_tensor(name, spec.shape, spec.frac)
+        places[name] = p
+    for name in graph.inputs:
+        p = places[name]
+        mem.chunks.append((p.addr, pack_tensor(inputs[name], p).tobytes()))
+    em = Emitter()
+    layers = []
+    for index, op in enumerate(graph.ops):
+        if not isinstance(op, Conv2d):
+            raise CompileError(f"layer {op.name!r}: op kind {op.kind!r} is not supported yet")
+        w_int = nx.decode_shift(op.weight, op.exp_bits)
+        try:
+            nx.check_acc_fits(w_int, op.bias, acc_bits=cfg.acc_bits, act_bits=cfg.act_bits,
+                              what=f"layer {op.name!r}")
+        except nx.NumericsError as e:
+            raise CompileError(str(e)) from None
+        if cfg.pe == "shift" and int(np.max(op.weight, initial=0)) >= 1 << (cfg.exp_bits + 2):
+            raise CompileError(f"layer {op.name!r}: weight codes exceed the core's code width")
+        wb = conv_weight_bytes(op, cfg)
+        bb = conv_bias_bytes(op, cfg)
+        w_addr = mem.alloc(len(wb), wb)
+        b_addr = mem.alloc(len(bb), bb)
+        x, y = places[op.input], places[op.output]
+        res = places[op.residual] if op.residual is not None else None
+        plan = plan_conv(op, x, y, cfg)
+        alt = plan_conv(op, x, y, cfg, double_act=True)
+        if alt.bands != plan.bands:
+            # Two tilings worth trying: pick the one the quick timing replay prefers.
+            costs = []
+            for cand in (plan, alt):
+                trial = Emitter(regs=dict(em.regs))
+                schedule_conv(trial, op, cand, cfg, x, y, w_addr, b_addr, index, res)
+                costs.append(rough_cycles(trial.insns, cfg))
+            plan = plan if costs[0] <= costs[1] else alt
+        extra = schedule_conv(em, op, plan, cfg, x, y, w_addr, b_addr, index, res)
+        layers.append(_layer_meta(index, op, plan, graph, cfg, len(wb), w_addr, b_addr,
+                                  len(bb), extra))
+    em.insns.append(Insn(Opcode.END, {}))
+    program = encode_program(em.insns)
+    if len(program) > data_base and data_base > 0:
+        raise AssertionError("program grew between passes")
+    image = mem.image(program)
+    limit = cfg.mem_words * cfg.bus_bytes
+    if len(image) > limit:
+        raise CompileError(f"program and data need {len(image)} bytes, the core addresses "
+                           f"{limit} (mem_words={cfg.mem_words})")
+    return CompiledProgram(cfg, em.insns, program, image, places, layers,
+                           list(graph.inputs), list(graph.outputs))
+
+
+def compile_graph(graph: Graph, cfg: CoreConfig,
+                  inputs: dict[str, np.ndarray]) -> CompiledProgram:
+    """Compile ``graph`` for ``cfg``; ``inputs`` (int8 values) go into the memory image."""
+    graph.validate()
+    for name in graph.inputs:
+        if name not in inputs:
+            raise CompileError(f"no value for graph input {name!r}")
+        if np.asarray(inputs[name]).shape != graph.tensors[name].shape:
+            raise CompileError(f"input {name!r} has shape {np.asarray(inputs[name]).shape}, "
+                               f"expected {graph.tensors[name].shape}")
+    # Pass 1 sizes the program (instruction counts do not depend on data addresses).
+    first = _compile_once(graph, cfg, inputs, 0)
+    base = len(first.insns) * INSN_BYTES
+    return _compile_once(graph, cfg, inputs, base)

@@ -1,0 +1,1 @@
+"""shiftbook.sw.estimate: cycle and energy estimates from a program bundle."""

@@ -1,0 +1,323 @@
+"""Event-level cycle model of the core: per-layer cycles of a program without RTL.
+
+The model replays the instruction stream once (pure Python, one step per instruction and a
+few bisections per DMA instruction, never one step per cycle) through the timing rules of
+the gateware (hw/controller.py, hw/dma.py, hw/compute.py; docs/hw.md):
+
+* **Fetch** (priority on the memory port): word ``k`` of the program is requested at
+  ``q_k = max(q_{k-1} + 1, pop_{k-D} + 1)`` (``D = mem_latency + 2*words_per_insn + 1``
+  credits) and is readable ``mem_latency + 1`` cycles later.
+* **Assemble/issue**: the words of an instruction are popped one per cycle into the
+  assembler, the instruction moves into the issue register when the previous one leaves it,
+  and issues one cycle later at the earliest (``max(1, 16 / bus_bytes)`` cycles per
+  instruction in steady state).
+* **DMA**: one request per memory-port cycle that fetch does not take; a LOAD's next
+  instruction is accepted the cycle after its last request, its busy ends ``mem_latency``
+  cycles later; a STORE writes one cycle behind its OUT read.
+* **Compute**: 1-deep next-tile slot, ``ceil(rows/2)`` cycles of pixel walk, ``K`` reduction
+  steps per tile back to back, drains of ``npix`` rows overlapped with the next tile (a
+  draining tile's last step waits while the previous drain has more than 4 rows to shift),
+  busy until the pipeline (4 cycles) and the drain (``npix + 9`` cycles after the last step)
+  are empty.
+* **SYNC / END** wait for the masked units' busy to fall; **MARK** reports the cycle.
+
+Measured against the RTL (bench/bench_cycle_model.py, tests/sw/test_cycles.py) the model is
+cycle-exact or within a few cycles on every layer of the corpus (see docs/estimates.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiftbook.config import CoreConfig
+from shiftbook.isa import INSN_BYTES, Insn, Opcode, Reg
+
+__all__ = ["CycleEstimate", "LayerCycles", "estimate", "estimate_program", "compare_marks"]
+
+# Calibrated fixed offsets of the RTL harness (docs/estimates.md).
+MARK_OFFSET = 1       # the MARK's reported counter is the cycle after it issues
+DONE_OFFSET = 2       # `done` is sampled two edges after END issues
+PIPE = 4              # cycles after a tile's last step until its accumulators are written
+DRAIN_TAIL = 9        # cycles after a draining tile's last step, beyond npix, until idle
+
+
+@dataclass
+class LayerCycles:
+    """One MARK segment: the cycles from the previous MARK (or start) to this MARK."""
+
+    mark: int
+    name: str
+    cycles: int
+    start: int
+    end: int
+    compute_steps: int = 0
+    dma_words: int = 0
+    instructions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CycleEstimate:
+    """The model's answer for one program."""
+
+    total: int
+    marks: list[tuple[int, int]]
+    layers: list[LayerCycles] = field(default_factory=list)
+    compute_steps: int = 0
+    dma_words: int = 0
+    fetch_words: int = 0
+    instructions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "marks": [list(m) for m in self.marks],
+                "layers": [lay.to_dict() for lay in self.layers],
+                "compute_steps": self.compute_steps, "dma_words": self.dma_words,
+                "fetch_words": self.fetch_words, "instructions": self.instructions}
+
+
+class _Port:
+    """Memory-port cycles taken by instruction fetch (sorted), for the DMA's free cycles."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+
+    def nth_free(self, start: int, n: int) -> int:
+        """The cycle of the ``n``-th (1-based) cycle >= ``start`` that fetch leaves free."""
+        lo = bisect.bisect_left(self.taken, start)
+        x = start + n - 1
+        while True:
+            hi = bisect.bisect_right(self.taken, x)
+            free = x - start + 1 - (hi - lo)
+            if free >= n:
+                return x
+            x += n - free
+
+
+class _Dma:
+    """The DMA unit: the current (possibly unresolved) instruction and its end times."""
+
+    def __init__(self, cfg: CoreConfig, port: _Port) -> None:
+        self.cfg = cfg
+        self.port = port
+        self.pending: tuple[int, int, bool] | None = None   # (accept cycle, words, store)
+        self.ready = 0      # first cycle a new instruction can be accepted
+        self.free = 0       # first cycle busy is low
+
+    def resolve(self) -> None:
+        if self.pending is None:
+            return
+        c, n, store = self.pending
+        self.pending = None
+        if n == 0:
+            self.ready = max(self.ready, c + 1)
+            self.free = max(self.free, c + 1)
+            return
+        if store:
+            # OUT read at c+1, writes on the first n free port cycles from c+2; the walker is
+            # released the cycle after the (n-1)-th write is accepted.
+            last = self.port.nth_free(c + 2, n)
+            prev = self.port.nth_free(c + 2, n - 1) if n > 1 else c
+            self.ready = prev + 1
+            self.free = last + 1
+        else:
+            last = self.port.nth_free(c + 1, n)
+            self.ready = last + 1
+            self.free = last + self.cfg.mem_latency + 1
+
+    def issue(self, c: int, words: int, store: bool) -> None:
+        self.pending = (c, words, store)
+        self.free = max(self.free, c + 1)
+
+
+class _Compute:
+    """The compute unit: next-tile slot, active tile, drain."""
+
+    def __init__(self, cfg: CoreConfig) -> None:
+        rows = cfg.rows + (cfg.rows % 2)
+        self.walk = rows // 2
+        self.slot_free = 0      # first cycle a COMPUTE can be accepted (slot empty)
+        self.last_emit = -10    # last step cycle of the latest tile
+        self.drain_ok = -10     # first cycle a draining tile's last step may be accepted
+        self.free = 0           # first cycle busy is low
+
+    def issue(self, c: int, steps: int, drain: bool, npix: int) -> None:
+        take = max(c + self.walk + 1, self.last_emit)
+        self.slot_free = take + 1
+        e = take + steps
+        if drain:
+            e = max(e, self.drain_ok)
+            self.drain_ok = e + max(4, npix)
+            self.free = max(self.free, e + npix + DRAIN_TAIL)
+        self.free = max(self.free, e + PIPE)
+        self.last_emit = e
+
+
+def estimate_program(cfg: CoreConfig, insns: list[Insn],
+                     layer_names: dict[int, str] | None = None) -> CycleEstimate:
+    """Cycle model of ``insns`` (decoded program from word 0) on ``cfg``."""
+    B = cfg.bus_bytes
+    L = cfg.mem_latency
+    wpi = max(1, INSN_BYTES // B)
+    ipw = max(1, B // INSN_BYTES)
+    depth = L + 2 * wpi + 1
+    n = len(insns)
+    for i, insn in enumerate(insns):
+        if insn.op == Opcode.END:
+            n = i + 1
+            break
+    nwords = -(-n // ipw) * wpi if ipw == 1 else -(-n // ipw)
+
+    port = _Port()
+    dma = _Dma(cfg, port)
+    cu = _Compute(cfg)
+    q: list[int] = []          # fetch request cycle per word
+    pop: list[int | None] = [None] * (nwords + depth + 1)
+
+    def fetch_until(k_max: int) -> None:
+        """Request every word whose credit is known (fetch runs ahead of the issue)."""
+        while len(q) < len(pop):
+            k = len(q)
+            t = q[-1] + 1 if q else 0
+            if k >= depth:
+                p = pop[k - depth]
+                if p is None:
+                    return
+                t = max(t, p + 1)
+            q.append(t)
+            port.taken.append(t)
+
+    def avail(k: int) -> int:
+        fetch_until(k)
+        if k >= len(q):
+            raise AssertionError(f"word {k} fetched before its credit")
+        return q[k] + L + 1
+
+    # Per-instruction move (into the issue register) and consume cycles.
+    move: list[int] = []
+    cons: list[int] = []
+    regs: dict[int, int] = {}
+
+    def pops(i: int) -> None:
+        """Pop instruction i's words into the assembler (wpi > 1; needs move[i-1])."""
+        if i >= n:
+            return
+        t = move[i - 1] if i else -1
+        last_pop = pop[i * wpi - 1] if i else -1
+        for j in range(wpi):
+            k = i * wpi + j
+            t = max(avail(k), t, (last_pop if last_pop is not None else -1) + 1)
+            pop[k] = t
+            last_pop = t
+
+    def assemble(i: int) -> int:
+        """Instruction i's move cycle into the issue register (needs cons[i-1])."""
+        prev_move = move[i - 1] if i else -1
+        prev_cons = cons[i - 1] if i else -1
+        if wpi == 1:
+            w = i // ipw
+            m = max(avail(w), prev_cons, prev_move + 1)
+            if ipw == 1 or i % ipw == ipw - 1 or i == n - 1:
+                pop[w] = m
+            return m
+        if i == 0:
+            pops(0)
+        last = pop[i * wpi + wpi - 1]
+        assert last is not None
+        return max(last + 1, prev_cons, prev_move + 1)
+
+    marks: list[tuple[int, int]] = []
+    seg_steps = seg_words = seg_insns = 0
+    layers: list[LayerCycles] = []
+    tot_steps = tot_words = 0
+    seg_start = 0
+    end_cycle = 0
+    for i in range(n):
+        insn = insns[i]
+        m = assemble(i)
+        move.append(m)
+        if wpi > 1:
+            pops(i + 1)     # the next instruction's words are popped while this one waits
+        r = m + 1
+        op = insn.op
+        seg_insns += 1
+        if op in (Opcode.LOAD, Opcode.STORE):
+            fetch_until(0)
+            dma.resolve()
+            c = max(r, dma.ready)
+            words = insn.args["words"] * insn.args["runs"]
+            dma.issue(c, words, op == Opcode.STORE)
+            seg_words += words
+        elif op == Opcode.COMPUTE:
+            c = max(r, cu.slot_free)
+            steps = (max(1, regs.get(Reg.NCH, 1)) * max(1, regs.get(Reg.KH, 1))
+                     * max(1, regs.get(Reg.KW, 1)))
+            cu.issue(c, steps, bool(insn.args["drain"]), insn.args["npix"])
+            seg_steps += steps
+        elif op in (Opcode.SYNC, Opcode.END):
+            mask = insn.args.get("mask", 3) if op == Opcode.SYNC else 3
+            c = r
+            if mask & 1:
+                fetch_until(0)
+                dma.resolve()
+                c = max(c, dma.free)
+            if mask & 2:
+                c = max(c, cu.free)
+        else:
+            c = r
+            if op == Opcode.SET:
+                v = insn.args["value"]
+                regs[insn.args["reg"]] = v & 0xFFFF if insn.args["reg"] in (
+                    Reg.KH, Reg.KW, Reg.NCH) else v
+            elif op == Opcode.MARK:
+                mid = insn.args["id"]
+                at = c + MARK_OFFSET
+                marks.append((mid, at))
+                name = (layer_names or {}).get(mid, f"mark{mid}")
+                layers.append(LayerCycles(mid, name, at - seg_start, seg_start, at,
+                                          seg_steps, seg_words, seg_insns))
+                tot_steps += seg_steps
+                tot_words += seg_words
+                seg_start = at
+                seg_steps = seg_words = seg_insns = 0
+        cons.append(c)
+        if op == Opcode.END:
+            end_cycle = c
+    total = end_cycle + DONE_OFFSET
+    return CycleEstimate(total, marks, layers, tot_steps + seg_steps, tot_words + seg_words,
+                         len(q), n)
+
+
+def estimate(bundle: Any) -> CycleEstimate:
+    """Per-layer cycles of a loaded bundle (``shiftbook.sw.bundle.Bundle``), without RTL."""
+    names: dict[int, str] = {}
+    for lay in getattr(bundle, "layers", []) or []:
+        if isinstance(lay, dict) and "index" in lay:
+            names[int(lay["index"])] = str(lay.get("name", lay["index"]))
+    return estimate_program(bundle.config, bundle.program, names)
+
+
+def compare_marks(est: CycleEstimate, rtl_cycles: int,
+                  rtl_marks: list[tuple[int, int]]) -> dict[str, Any]:
+    """Model vs measured, per MARK segment and in total (error = model/RTL - 1, in %)."""
+    segs = []
+    if [m for m, _ in est.marks] != [m for m, _ in rtl_marks]:
+        raise ValueError(f"model MARKs {[m for m, _ in est.marks]} differ from the RTL's "
+                         f"{[m for m, _ in rtl_marks]}")
+    prev_m = prev_r = 0
+    for lay, (_, at) in zip(est.layers, rtl_marks, strict=True):
+        rtl = at - prev_r
+        segs.append({"name": lay.name, "mark": lay.mark, "model": lay.cycles, "rtl": rtl,
+                     "error_pct": _pct(lay.cycles, rtl)})
+        prev_m, prev_r = lay.end, at
+    segs.append({"name": "total", "mark": None, "model": est.total, "rtl": rtl_cycles,
+                 "error_pct": _pct(est.total, rtl_cycles)})
+    worst = max(abs(s["error_pct"]) for s in segs)
+    return {"segments": segs, "max_abs_error_pct": worst}
+
+
+def _pct(model: int, rtl: int) -> float:
+    return 100.0 * (model - rtl) / rtl if rtl else 0.0

@@ -1,0 +1,435 @@
+"""FloatNet -> integer IR: shift-code weights, power-of-two activation scales, bias at
+accumulator scale, requantization shifts, accumulator proofs.
+
+Rules (docs/frontend.md):
+
+- **Activation scale** (``real = q * 2**-frac``): calibrated layer by layer on the calibration
+  images, on the *integer* network built so far (so each scale sees the rounding of everything
+  before it). For a tensor whose largest observed ``|real value|`` is ``m``, ``frac`` is the
+  largest integer with ``m * 2**frac <= 127`` (:func:`act_frac`), i.e. ``floor(log2(127/m))``;
+  it never exceeds ``min(acc_frac)`` of the producing layer (requantization shifts are >= 0).
+- **Weights, post-training** (default for float layers): the folded float weights rounded to
+  shift codes (``numerics.float_to_shift``, ``rounding="log"`` by default) with a
+  per-output-channel power-of-two scale (largest ``|w|`` of a channel at the top exponent
+  ``2**exp_bits - 1``), sequentially with error feedback (GPTQ-style, on the layer's
+  calibration input: each rounding error is spread over the weights not yet rounded), then
+  bias correction (the mean output error on the calibration input leaves the bias).
+- **Weights, kept** (layers of a ``shiftbook compress`` model, or weights already exact powers
+  of two; ``weights="auto"`` or ``"keep"``): the codes stay when the per-channel factors folded
+  in since (batch norm, average pool) are powers of two: ``f = ±2**k`` (within
+  ``GAIN_TOLERANCE``); the sign flips the codes' sign bits and ``2**k`` moves into ``w_frac``.
+  A factor ``f = ±2**k * m`` with ``m != 1`` cannot be applied by a shift: ``"auto"`` then
+  converts a shift layer post-training from its folded float weights (its codes change, it is
+  still a shift layer), while a codebook layer (and every layer under ``"keep"``) keeps its
+  codes with the bias divided by ``m``: the channel computes its exact output times ``1/m``
+  (a gain error, reported as ``gain``; the ReLU's zero crossing stays exact). Compress a
+  BN-folded model (``fold_batchnorm``) to keep every code exactly.
+- **Bias** at accumulator scale ``2**-(in.frac + w_frac[o])``, rounded half up.
+- **Residual** operands are aligned with ``res_shift[o] = acc_frac[o] - residual.frac``.
+- **Accumulator**: ``numerics.check_acc_fits`` with the bias and the largest aligned residual
+  added to the bound; a post-training layer that does not fit lowers the offending channels'
+  ``w_frac`` one step at a time first. A kept format that does not fit is refused (the error
+  names the layer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shiftbook.config import CoreConfig
+from shiftbook.sw import numerics as nx
+from shiftbook.sw.ir import Conv2d, Graph, Linear, TensorSpec
+
+from .errors import FrontendError
+from .netops import MaxPool2d, SumPool2d, conv_acc_batch, run_network, window_view
+from .trace import FLayer, FloatNet
+
+__all__ = ["act_frac", "quantize_input", "quantize_net", "Lowered", "WEIGHT_MODES",
+           "ROUNDINGS"]
+
+WEIGHT_MODES = ("auto", "keep", "ptq")
+# A kept layer's folded per-channel factor counts as a power of two within this relative error.
+GAIN_TOLERANCE = 2.0**-10
+ROUNDINGS = ("linear", "log")
+_MAX_FRAC = 40
+_GPTQ_ROWS = 32768     # calibration rows (im2col) used for a layer's input second moment
+_GPTQ_DAMP = 0.01      # diagonal damping, relative to the mean diagonal
+_GPTQ_ACT_ORDER = True  # round the inputs with the largest second moment first
+
+
+def act_frac(max_abs: float, cap: int | None = None) -> int:
+    """The calibration rule: the largest ``frac`` with ``max_abs * 2**frac <= 127`` (so the
+    largest observed value rounds into int8), at most ``cap``. ``max_abs == 0`` gives ``cap``
+    (or 0)."""
+    if not max_abs > 0 or not math.isfinite(max_abs):
+        return 0 if cap is None else int(cap)
+    f = math.floor(math.log2(127.0 / max_abs))
+    while max_abs * 2.0**f > 127.0:
+        f -= 1
+    while max_abs * 2.0 ** (f + 1) <= 127.0:
+        f += 1
+    f = min(f, _MAX_FRAC)
+    return f if cap is None else min(f, int(cap))
+
+
+def quantize_input(x: Any, frac: int) -> np.ndarray:
+    """Float images -> int8 values at scale ``2**-frac``: round half up, saturate."""
+    a = torch.as_tensor(x).detach().cpu().to(torch.float64).numpy()
+    q = np.floor(a * 2.0**frac + 0.5)
+    q = np.clip(q, -(2.0**62), 2.0**62).astype(np.int64)
+    return np.asarray(nx.saturate(q), dtype=np.int64)
+
+
+def _round_half_up(v: np.ndarray) -> np.ndarray:
+    return np.floor(np.asarray(v, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+@dataclass
+class Lowered:
+    """The frontend's result.
+
+    Members
+    -------
+    graph: the integer IR (``Conv2d``/``Linear`` + ``MaxPool2d``/``SumPool2d``).
+    net: the float network it approximates (batch norm folded), for comparisons.
+    config: the CoreConfig it was built for (``exp_bits``, ``acc_bits``).
+    formats: op name -> compressed format record whose codes the op keeps (a codebook's
+        ``codebook``/``indices`` for the compiler; the op's ``weight`` holds the same codes).
+    layers: one report dict per op (fracs, shifts, accumulator margin, weight source, gain).
+    """
+
+    graph: Graph
+    net: FloatNet
+    config: CoreConfig
+    formats: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def input(self) -> str:
+        return self.graph.inputs[0]
+
+    @property
+    def output(self) -> str:
+        return self.graph.outputs[0]
+
+    @property
+    def input_frac(self) -> int:
+        return self.graph.tensors[self.input].frac
+
+    def quantize_input(self, x: Any) -> np.ndarray:
+        return quantize_input(x, self.input_frac)
+
+    def run(self, x: Any) -> dict[str, np.ndarray]:
+        """Every integer tensor for float images ``x`` ``(N, C, H, W)``."""
+        return run_network(self.graph, {self.input: self.quantize_input(x)})
+
+    def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
+        return np.asarray(q, dtype=np.float64) * 2.0 ** -self.graph.tensors[name].frac
+
+    def summary(self) -> str:
+        """One line per op: kind, output shape and frac, weight source, shifts, headroom."""
+        lines = [f"{'op':28s} {'kind':10s} {'output':>14s} {'frac':>5s} {'weights':>9s} "
+                 f"{'shift':>7s} {'acc headroom':>12s}"]
+        for op, rep in zip(self.graph.ops, self.layers, strict=True):
+            t = self.graph.tensors[op.output]
+            sh = rep.get("shift")
+            shift = "" if sh is None else (f"{sh[0]}" if sh[0] == sh[1] else f"{sh[0]}-{sh[1]}")
+            head = rep.get("acc_headroom_bits")
+            lines.append(f"{op.name:28s} {op.kind:10s} {'x'.join(map(str, t.shape)):>14s} "
+                         f"{t.frac:5d} {rep.get('weights', ''):>9s} {shift:>7s} "
+                         f"{'' if head is None else f'{head:.1f} bits':>12s}")
+        return "\n".join(lines)
+
+    def logits(self, x: Any) -> np.ndarray:
+        """Dequantized outputs ``(N, classes)`` of the integer network."""
+        q = self.run(x)[self.output]
+        return self.dequantize(self.output, q).reshape(q.shape[0], -1)
+
+
+def _res_bound(res_shift: np.ndarray) -> np.ndarray:
+    """Largest |align_residual(r, s)| over int8 r."""
+    return np.abs(np.asarray(nx.align_residual(-128, res_shift), dtype=np.int64))
+
+
+class _Quantizer:
+    def __init__(self, net: FloatNet, calib: torch.Tensor, cfg: CoreConfig, weights: str,
+                 rounding: str, percentile: float, bias_correction: bool, gptq: bool) -> None:
+        if weights not in WEIGHT_MODES:
+            raise FrontendError(f"unknown weight mode {weights!r} ({', '.join(WEIGHT_MODES)})")
+        if rounding not in ROUNDINGS:
+            raise FrontendError(f"unknown rounding {rounding!r} ({', '.join(ROUNDINGS)})")
+        if not 0 < percentile <= 100:
+            raise FrontendError(f"calibration percentile {percentile} must be in (0, 100]")
+        self.net, self.cfg = net, cfg
+        self.weights, self.rounding, self.percentile = weights, rounding, percentile
+        self.bias_correction = bias_correction
+        self.gptq = gptq
+        self.eb = cfg.exp_bits
+        self.emax = (1 << cfg.exp_bits) - 1
+        self.limit = (1 << (cfg.acc_bits - 1)) - 1
+        c = torch.as_tensor(calib).detach().to(torch.float64)
+        if c.ndim == 3:
+            c = c[None]
+        if c.ndim != 4 or tuple(c.shape[1:]) != net.input_shape or c.shape[0] < 1:
+            raise FrontendError(f"calibration images have shape {tuple(c.shape)}, the model "
+                                f"takes (N, {', '.join(map(str, net.input_shape))})")
+        self.calib = c
+        self.graph = Graph(inputs=[net.input], outputs=list(net.outputs))
+        self.env: dict[str, np.ndarray] = {}
+        self.formats: dict[str, Any] = {}
+        self.report: list[dict[str, Any]] = []
+
+    def top(self, v: np.ndarray) -> float:
+        a = np.abs(np.asarray(v, dtype=np.float64))
+        if a.size == 0:
+            return 0.0
+        if self.percentile >= 100:
+            return float(a.max())
+        return float(np.percentile(a, self.percentile))
+
+    def run(self) -> Graph:
+        net = self.net
+        f_in = act_frac(self.top(self.calib.numpy()))
+        self.graph.add_tensor(TensorSpec(net.input, net.input_shape, f_in))
+        self.env[net.input] = quantize_input(self.calib, f_in)
+        for lay in net.layers:
+            if lay.kind in ("conv", "linear", "identity"):
+                self.conv(lay)
+            elif lay.kind == "maxpool":
+                self.maxpool(lay)
+            else:
+                self.sumpool(lay)
+        self.graph.validate()
+        return self.graph
+
+    # ---- weights
+    def ptq_codes(self, lay: FLayer, w_frac: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Post-training shift codes of a layer; ``w_frac`` None: the per-channel default."""
+        w = lay.weight
+        if w_frac is None:
+            _, wf = nx.float_to_shift(w, self.eb, rounding=self.rounding, axis=0)
+            wf = np.asarray(wf, dtype=np.int64).reshape(-1)
+        else:
+            wf = np.asarray(w_frac, dtype=np.int64)
+        if not self.gptq:
+            codes, _ = nx.float_to_shift(w, self.eb, rounding=self.rounding,
+                                         w_frac=wf.reshape(-1, 1, 1, 1))
+            return np.asarray(codes, dtype=np.int64), wf
+        return self.gptq_codes(lay, wf), wf
+
+    def gptq_codes(self, lay: FLayer, wf: np.ndarray) -> np.ndarray:
+        """GPTQ-style sequential rounding onto the shift grid: weights are rounded one input
+        position at a time (reduction order) and each rounding error is spread over the
+        weights not yet rounded, weighted by the inverse second moment of the layer's
+        calibration input (Frantar et al., GPTQ, 2023)."""
+        w = lay.weight
+        o = w.shape[0]
+        kh, kw = w.shape[2], w.shape[3]
+        x = self.env[lay.input] * 2.0 ** -self.graph.tensors[lay.input].frac
+        t, left, b, r = lay.padding
+        xt = F.pad(torch.from_numpy(np.asarray(x, dtype=np.float64)), (left, r, t, b))
+        cols = F.unfold(xt, (kh, kw), stride=lay.stride)          # (N, K, L)
+        xs = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
+        if xs.shape[0] > _GPTQ_ROWS:
+            pick = np.random.default_rng(0).choice(xs.shape[0], _GPTQ_ROWS, replace=False)
+            xs = xs[np.sort(pick)]
+        h = xs.T @ xs / max(1, xs.shape[0])
+        k = h.shape[0]
+        dead = np.diag(h) <= 0
+        h[dead, dead] = 1.0
+        h = h + np.eye(k) * (_GPTQ_DAMP * float(np.mean(np.diag(h))))
+        perm = np.argsort(-np.diag(h), kind="stable") if _GPTQ_ACT_ORDER else np.arange(k)
+        h = h[np.ix_(perm, perm)]
+        u = np.linalg.cholesky(np.linalg.inv(h)).T                # H^-1 = U^T U, U upper
+        work = w.reshape(o, k).copy()
+        work[:, dead] = 0.0
+        work = work[:, perm]
+        codes = np.empty((o, k), np.int64)
+        scale = np.exp2(-wf.astype(np.float64))
+        for i in range(k):
+            c, _ = nx.float_to_shift(work[:, i:i + 1], self.eb, rounding=self.rounding,
+                                     w_frac=wf.reshape(-1, 1))
+            c = np.asarray(c, dtype=np.int64).reshape(-1)
+            codes[:, i] = c
+            q = nx.decode_shift(c, self.eb) * scale
+            err = (work[:, i] - q) / u[i, i]
+            work[:, i + 1:] -= np.outer(err, u[i, i + 1:])
+        out = np.empty_like(codes)
+        out[:, perm] = codes
+        return out.reshape(w.shape)
+
+    def weights_of(self, lay: FLayer, in_frac: int, res_frac: int | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+        """codes, w_frac, real bias, gain m, source."""
+        o = lay.weight.shape[0]
+        ones = np.ones(o)
+        if lay.kind == "identity":
+            e = 0 if res_frac is None else int(np.clip(res_frac - in_frac, 0, self.emax))
+            wf = np.full(o, e, np.int64)
+            codes, _ = nx.float_to_shift(lay.weight, self.eb, w_frac=wf.reshape(-1, 1, 1, 1))
+            return np.asarray(codes, np.int64), wf, lay.bias.copy(), ones, "identity"
+        fx = lay.fixed
+        if fx is not None and self.weights in ("auto", "keep"):
+            f = fx.factor.astype(np.float64)
+            dead = f == 0
+            af = np.where(dead, 1.0, np.abs(f))
+            k = np.round(np.log2(af)).astype(np.int64)
+            m = af / np.exp2(k)
+            inexact = bool(np.any(np.abs(m - 1.0) > GAIN_TOLERANCE))
+            codebook = fx.fmt is not None and getattr(fx.fmt, "kind", "") == "codebook"
+            if self.weights == "auto" and inexact and not codebook:
+                codes, wf = self.ptq_codes(lay, None)
+                return codes, wf, lay.bias.copy(), ones, "ptq"
+            zero, sign, e = nx.shift_fields(fx.codes, self.eb)
+            sign = np.where((f < 0).reshape(-1, 1, 1, 1), 1 - sign, sign)
+            zero = np.where(dead.reshape(-1, 1, 1, 1), 1, zero)
+            codes = np.asarray(nx.encode_shift(zero, sign, np.where(zero != 0, 0, e), self.eb),
+                               dtype=np.int64)
+            wf = fx.w_frac.astype(np.int64) - k
+            src = "format" if fx.fmt is not None else "detected"
+            if fx.fmt is not None and getattr(fx.fmt, "kind", "") == "codebook" \
+                    and not np.any(f < 0):
+                self.formats[lay.name] = fx.fmt
+            return codes, wf, lay.bias / m, m, src
+        codes, wf = self.ptq_codes(lay, None)
+        return codes, wf, lay.bias.copy(), ones, "ptq"
+
+    def bias_error(self, lay: FLayer, codes: np.ndarray, wf: np.ndarray,
+                   in_frac: int) -> np.ndarray:
+        """Per output channel, the mean of (shift-weight conv - float conv) on the layer's
+        calibration input: subtracted from the bias (bias correction)."""
+        x = self.env[lay.input]
+        o = codes.shape[0]
+        probe = Conv2d(lay.name, lay.input, lay.output, weight=codes, exp_bits=self.eb,
+                       stride=lay.stride, padding=lay.padding)
+        q = conv_acc_batch(x, probe) * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
+            1, o, 1, 1)
+        t, left, b, r = lay.padding
+        xt = F.pad(torch.from_numpy(x * 2.0**-in_frac), (left, r, t, b))
+        f = F.conv2d(xt, torch.from_numpy(lay.weight), stride=lay.stride).numpy()
+        return (q - f).mean(axis=(0, 2, 3))
+
+    def conv(self, lay: FLayer) -> None:
+        g = self.graph
+        x_spec = g.tensors[lay.input]
+        in_frac = x_spec.frac
+        res_frac = g.tensors[lay.residual].frac if lay.residual else None
+        codes, wf, bias_real, gain, src = self.weights_of(lay, in_frac, res_frac)
+        o = codes.shape[0]
+        zero_ch = np.all(nx.shift_fields(codes, self.eb)[0].reshape(o, -1) != 0, axis=1)
+        if zero_ch.any():
+            live = wf[~zero_ch]
+            wf = wf.copy()
+            wf[zero_ch] = int(live.max()) if live.size else 0
+        adjustable = np.full(o, src in ("ptq", "identity")) | zero_ch
+        for _ in range(4 * _MAX_FRAC):
+            w_int = np.asarray(nx.decode_shift(codes, self.eb), dtype=np.int64)
+            acc_frac = in_frac + wf
+            bias = _round_half_up(bias_real * np.exp2(acc_frac.astype(np.float64)))
+            extra = np.abs(bias)
+            res_shift = np.zeros(o, np.int64)
+            if lay.residual:
+                res_shift = acc_frac - res_frac
+                extra = extra + _res_bound(res_shift)
+            bound = nx.acc_bound(w_int, extra, act_bits=self.cfg.act_bits)
+            bad = (bound > self.limit) | (np.abs(bias) > (1 << 31) - 1)
+            if not bad.any() or not (bad & adjustable).any() or (bad & ~adjustable).any():
+                break
+            wf = wf - (bad & adjustable)
+            if src == "ptq":
+                codes, _ = self.ptq_codes(lay, wf)
+            elif src == "identity":
+                codes, _ = nx.float_to_shift(lay.weight, self.eb, w_frac=wf.reshape(-1, 1, 1, 1))
+                codes = np.asarray(codes, np.int64)
+        if self.bias_correction and src == "ptq":
+            bias_real = bias_real - self.bias_error(lay, codes, wf, in_frac)
+            bias = _round_half_up(bias_real * np.exp2((in_frac + wf).astype(np.float64)))
+            extra = np.abs(bias) + (_res_bound(res_shift) if lay.residual else 0)
+        what = f"layer {lay.name!r} ({lay.where})"
+        nx.check_acc_fits(w_int, extra, acc_bits=self.cfg.acc_bits, act_bits=self.cfg.act_bits,
+                          what=what)
+        if np.any(np.abs(bias) > (1 << 31) - 1):
+            raise FrontendError(f"{what}: bias {int(np.abs(bias).max())} does not fit the "
+                                f"32-bit bias field")
+        if lay.residual and (res_shift.min() < -128 or res_shift.max() > 127):
+            raise FrontendError(f"{what}: residual alignment shift {int(res_shift.max())} "
+                                f"outside int8")
+        kind = Linear if lay.kind == "linear" else Conv2d
+        op = kind(lay.name, lay.input, lay.output,
+                  weight=codes[:, :, 0, 0] if kind is Linear else codes, exp_bits=self.eb,
+                  bias=bias, shift=np.zeros(o, np.int64), w_frac=wf, relu=lay.relu,
+                  stride=lay.stride, padding=lay.padding, residual=lay.residual,
+                  res_shift=res_shift)
+        # calibrate the output scale on the integer network
+        x = self.env[lay.input]
+        res = self.env[lay.residual] if lay.residual else None
+        raw = conv_acc_batch(x, op)
+        acc = raw + bias.reshape(1, o, 1, 1)
+        if res is not None:
+            acc = acc + nx.align_residual(res, res_shift.reshape(1, o, 1, 1))
+        real = acc * np.exp2(-acc_frac.astype(np.float64)).reshape(1, o, 1, 1)
+        if lay.relu:
+            real = np.maximum(real, 0.0)
+        cap = int(acc_frac.min())
+        top = self.top(real)
+        out_frac = act_frac(top, cap) if top > 0 else min(cap, in_frac)
+        op.shift = np.minimum(acc_frac - out_frac, self.cfg.acc_bits).astype(np.int64)
+        g.add_tensor(TensorSpec(lay.output, lay.out_shape, out_frac))
+        g.add_op(op)
+        self.env[lay.output] = nx.requantize(raw, bias.reshape(1, o, 1, 1),
+                                             op.shift.reshape(1, o, 1, 1), relu=lay.relu,
+                                             residual=res,
+                                             res_shift=res_shift.reshape(1, o, 1, 1))
+        bound_max = int(np.max(bound)) if bound.size else 0
+        self.report.append({
+            "name": lay.name, "kind": op.kind, "weights": src, "in_frac": in_frac,
+            "out_frac": out_frac, "w_frac": [int(wf.min()), int(wf.max())],
+            "shift": [int(op.shift.min()), int(op.shift.max())],
+            "acc_bound": bound_max, "acc_headroom_bits": round(
+                math.log2(self.limit / max(1, bound_max)), 2),
+            "gain": [round(float(gain.min()), 4), round(float(gain.max()), 4)],
+            "relu": lay.relu, "residual": lay.residual, "bn": lay.bn,
+            "saturated": float(np.mean(np.abs(real * 2.0**out_frac) > 127.5)),
+        })
+
+    def maxpool(self, lay: FLayer) -> None:
+        g = self.graph
+        f = g.tensors[lay.input].frac
+        op = MaxPool2d(lay.name, lay.input, lay.output, kernel=lay.kernel, stride=lay.stride,
+                       padding=lay.padding)
+        g.add_tensor(TensorSpec(lay.output, lay.out_shape, f))
+        g.add_op(op)
+        self.env[lay.output] = op.run(self.env[lay.input])
+        self.report.append({"name": lay.name, "kind": op.kind, "in_frac": f, "out_frac": f})
+
+    def sumpool(self, lay: FLayer) -> None:
+        g = self.graph
+        f = g.tensors[lay.input].frac
+        probe = SumPool2d(lay.name, lay.input, lay.output, kernel=lay.kernel,
+                          stride=lay.stride, padding=lay.padding, shift=0)
+
+        sums = window_view(self.env[lay.input], probe.kernel, probe.stride, probe.padding,
+                        0).sum(axis=(-2, -1))
+        top = self.top(sums * 2.0**-f)
+        out_frac = act_frac(top, f) if top > 0 else f
+        probe.shift = f - out_frac
+        g.add_tensor(TensorSpec(lay.output, lay.out_shape, out_frac))
+        g.add_op(probe)
+        self.env[lay.output] = probe.run(self.env[lay.input])
+        self.report.append({"name": lay.name, "kind": probe.kind, "in_frac": f,
+                            "out_frac": out_frac, "shift": [probe.shift, probe.shift]})
+
+
+def quantize_net(net: FloatNet, calib: Any, config: CoreConfig, *, weights: str = "auto",
+                 rounding: str = "log", percentile: float = 100.0,
+                 bias_correction: bool = True, gptq: bool = True) -> Lowered:
+    """Quantize a :class:`FloatNet` on float calibration images ``calib`` ``(N, C, H, W)``."""
+    q = _Quantizer(net, calib, config, weights, rounding, percentile, bias_correction, gptq)
+    graph = q.run()
+    return Lowered(graph, net, config, q.formats, q.report)

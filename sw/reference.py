@@ -1,0 +1,245 @@
+"""Golden reference (L0): the integer IR executed with torch ops.
+
+``run_graph`` decodes shift codes with ``sw/numerics``, convolves in float64 (exact: every
+partial sum is an integer far below 2**53, because the compiler proves it fits the accumulator)
+and requantizes with ``numerics.requantize``. It returns every tensor of the graph.
+
+Also here: ``quantize_conv`` (float weights of ONE layer -> IR op with calibrated scales) and
+``random_layer`` (seeded random layers for the CLI and the tests, including extreme cases).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shiftbook.sw import numerics as nx
+from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, TensorSpec
+
+__all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
+           "float_conv", "WEIGHT_DISTS", "INPUT_DISTS"]
+
+WEIGHT_DISTS = ("normal", "zero", "extreme", "sparse")
+INPUT_DISTS = ("normal", "uniform", "extreme", "zero")
+
+
+def conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
+    """Accumulator values ``(O, OH, OW)`` (int64) of ``op`` on int input ``x`` ``(C, H, W)``."""
+    w = nx.decode_shift(op.weight, op.exp_bits)
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))[None]
+    t, left, b, r = op.padding
+    xt = F.pad(xt, (left, r, t, b))
+    wt = torch.from_numpy(np.asarray(w, dtype=np.float64))
+    y = F.conv2d(xt, wt, stride=op.stride)[0].numpy()
+    assert np.all(np.abs(y) < 2.0**52), "accumulator beyond exact float64 range"
+    return np.rint(y).astype(np.int64)
+
+
+def _run_conv(op: Conv2d, env: dict[str, np.ndarray]) -> np.ndarray:
+    acc = conv_acc(env[op.input], op)
+    res = env[op.residual] if op.residual else None
+    c = acc.shape[0]
+    return nx.requantize(acc, op.bias.reshape(c, 1, 1), op.shift.reshape(c, 1, 1),
+                         relu=op.relu, residual=res, res_shift=op.res_shift.reshape(c, 1, 1))
+
+
+def run_graph(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute the graph; returns every tensor (inputs included) as int64 ``(C, H, W)``."""
+    env: dict[str, np.ndarray] = {}
+    for name in graph.inputs:
+        if name not in inputs:
+            raise IRError(f"missing value for graph input {name!r}")
+        a = np.asarray(inputs[name], dtype=np.int64)
+        spec = graph.tensors[name]
+        if a.shape != spec.shape:
+            raise IRError(f"input {name!r} has shape {a.shape}, expected {spec.shape}")
+        if a.min(initial=0) < nx.ACT_MIN or a.max(initial=0) > nx.ACT_MAX:
+            raise IRError(f"input {name!r} has values outside int8")
+        env[name] = a
+    for op in graph.ops:
+        if isinstance(op, Conv2d):
+            env[op.output] = _run_conv(op, env)
+        elif callable(getattr(op, "run", None)):
+            # Other op kinds carry their golden integer rule: ``run(*inputs) -> output``.
+            env[op.output] = np.asarray(op.run(*(env[t] for t in op.inputs)), dtype=np.int64)
+        else:
+            raise IRError(f"reference: op kind {op.kind!r} has no golden implementation")
+    return env
+
+
+# ---------------------------------------------------------------- float -> IR (one layer)
+def float_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: tuple[int, int],
+               padding: tuple[int, int, int, int]) -> np.ndarray:
+    """Float64 convolution of ``x`` (C, H, W) with ``w`` (O, I, KH, KW); the float model."""
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))[None]
+    t, left, bo, r = padding
+    xt = F.pad(xt, (left, r, t, bo))
+    wt = torch.from_numpy(np.asarray(w, dtype=np.float64))
+    bt = None if b is None else torch.from_numpy(np.asarray(b, dtype=np.float64))
+    return F.conv2d(xt, wt, bt, stride=stride)[0].numpy()
+
+
+def quantize_conv(name: str, input_spec: TensorSpec, output: str, w: np.ndarray,
+                  b: np.ndarray | None, *, exp_bits: int, calib: np.ndarray,
+                  stride: tuple[int, int] = (1, 1),
+                  padding: tuple[int, int, int, int] = (0, 0, 0, 0), relu: bool = False,
+                  acc_bits: int = 32, max_exp: int | None = None, linear: bool = False,
+                  rounding: str = "log") -> tuple[Conv2d, TensorSpec]:
+    """Quantize one float layer to an IR op.
+
+    Weights -> shift codes with per-output-channel power-of-two scales
+    (``numerics.float_to_shift``, largest |w| of a channel at exponent ``max_exp``); bias ->
+    accumulator scale; output ``frac`` from the calibrated output range of the quantized
+    layer on ``calib`` (int8 input ``(C, H, W)``, the largest ``frac`` whose int8 range holds
+    the largest |output|); per-channel ``shift = in.frac + w_frac[o] - out.frac`` (>= 0).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if linear and w.ndim == 2:
+        w = w[:, :, None, None]
+    o = w.shape[0]
+    emax = (1 << exp_bits) - 1 if max_exp is None else int(max_exp)
+    red = (1, 2, 3)
+    m = np.max(np.abs(w), axis=red)
+    safe = np.where(m > 0, m, 1.0)
+    w_frac = np.where(m > 0, emax - np.round(np.log2(safe)), 0).astype(np.int64)
+    codes, _ = nx.float_to_shift(w, exp_bits, w_frac=w_frac.reshape(o, 1, 1, 1),
+                                 rounding=rounding)
+    codes = np.asarray(codes, dtype=np.int64)
+    acc_frac = input_spec.frac + w_frac
+    bias = np.zeros(o, np.int64) if b is None else np.rint(
+        np.asarray(b, dtype=np.float64) * np.exp2(acc_frac)).astype(np.int64)
+    lim = (1 << (acc_bits - 1)) - 1
+    bias = np.clip(bias, -lim // 2, lim // 2)
+    # Calibrate: real output of the quantized layer on the calibration input.
+    kind = Linear if linear else Conv2d
+    probe = kind(name, input_spec.name, output, weight=codes if not linear else codes[:, :, 0, 0],
+                 exp_bits=exp_bits, bias=bias, shift=np.zeros(o, np.int64), w_frac=w_frac,
+                 relu=relu, stride=stride, padding=padding)
+    acc = conv_acc(calib, probe) + bias[:, None, None]
+    real = acc * np.exp2(-acc_frac)[:, None, None]
+    if relu:
+        real = np.maximum(real, 0)
+    top = float(np.max(np.abs(real))) if real.size else 0.0
+    out_frac = int(math.floor(math.log2(127.0 / top))) if top > 0 else 0
+    out_frac = min(out_frac, int(np.min(acc_frac)))  # shifts must be >= 0
+    shift = np.clip(acc_frac - out_frac, 0, acc_bits)
+    probe.shift = shift.astype(np.int64)
+    x_shape = input_spec.shape
+    oh, ow = probe.out_hw((x_shape[1], x_shape[2]))
+    return probe, TensorSpec(output, (o, oh, ow), out_frac)
+
+
+# ---------------------------------------------------------------- random layers
+@dataclass
+class RandomLayer:
+    graph: Graph
+    inputs: dict[str, np.ndarray]
+
+    @property
+    def op(self) -> Conv2d:
+        return self.graph.ops[0]  # type: ignore[return-value]
+
+
+def _random_input(rng: np.random.Generator, shape: tuple[int, ...], dist: str) -> np.ndarray:
+    if dist == "normal":
+        return np.clip(np.rint(rng.normal(0, 32, shape)), -128, 127).astype(np.int64)
+    if dist == "uniform":
+        return rng.integers(-128, 128, shape).astype(np.int64)
+    if dist == "extreme":
+        return rng.choice(np.array([-128, 127], np.int64), shape)
+    if dist == "zero":
+        return np.zeros(shape, np.int64)
+    raise IRError(f"unknown input distribution {dist!r} (one of {', '.join(INPUT_DISTS)})")
+
+
+def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 3,
+                 stride: int = 1, padding: int | None = None, size: int = 14, *,
+                 seed: int = 0, exp_bits: int = 4, acc_bits: int = 32,
+                 max_exp: int | None = None, weights_dist: str = "normal",
+                 input_dist: str = "normal", relu: bool = True,
+                 residual: bool = False) -> RandomLayer:
+    """A seeded random one-layer graph ``x -> y`` and its int8 input.
+
+    ``weights_dist``: ``normal`` (He-initialised floats quantized by ``quantize_conv``),
+    ``sparse`` (the same with 70% zeros), ``zero`` (every code zero), ``extreme`` (every code
+    at the largest exponent the accumulator allows, random signs, with a small shift so the
+    outputs saturate). ``max_exp`` caps the exponent (8-bit multiplier baselines need <= 6).
+    ``residual`` adds the input itself as the residual operand (a ResNet identity shortcut;
+    needs ``cin == cout`` and an output the size of the input), aligned to the accumulator
+    scale (``res_shift = w_frac``).
+    """
+    for v, what in ((cin, "cin"), (cout, "cout"), (kernel, "kernel"), (stride, "stride"),
+                    (size, "size")):
+        if not isinstance(v, int) or v <= 0:
+            raise IRError(f"{what} must be a positive integer, not {v!r}")
+    if op not in ("conv", "linear"):
+        raise IRError(f"unknown op {op!r} (conv or linear)")
+    if weights_dist not in WEIGHT_DISTS:
+        raise IRError(f"unknown weight distribution {weights_dist!r} "
+                      f"(one of {', '.join(WEIGHT_DISTS)})")
+    rng = np.random.default_rng(seed)
+    emax = (1 << exp_bits) - 1 if max_exp is None else min(max_exp, (1 << exp_bits) - 1)
+    linear = op == "linear"
+    if linear:
+        kernel, stride, pad4, size_hw = 1, 1, (0, 0, 0, 0), (1, 1)
+    else:
+        p = kernel // 2 if padding is None else padding
+        if p < 0:
+            raise IRError(f"padding must be >= 0, not {p}")
+        pad4 = (p, p, p, p)
+        size_hw = (size, size)
+        if kernel > size + 2 * p:
+            raise IRError(f"kernel {kernel} is larger than the padded input {size + 2 * p}")
+    in_spec = TensorSpec("x", (cin, *size_hw), 5 if input_dist != "extreme" else 0)
+    x = _random_input(rng, in_spec.shape, input_dist)
+    fan_in = cin * kernel * kernel
+    wshape = (cout, cin, kernel, kernel)
+    g = Graph(inputs=["x"], outputs=["y"])
+    g.add_tensor(in_spec)
+    if weights_dist in ("normal", "sparse"):
+        wf = rng.normal(0, math.sqrt(2.0 / fan_in), wshape)
+        if weights_dist == "sparse":
+            wf = wf * (rng.random(wshape) > 0.7)
+        bf = rng.normal(0, 0.1, cout)
+        calib = x if input_dist != "zero" else _random_input(rng, in_spec.shape, "normal")
+        conv, out_spec = quantize_conv("layer0", in_spec, "y", wf, bf, exp_bits=exp_bits,
+                                       calib=calib, stride=(stride, stride), padding=pad4,
+                                       relu=relu, acc_bits=acc_bits, max_exp=emax,
+                                       linear=linear)
+        g.add_tensor(out_spec)
+    else:
+        oh = (size_hw[0] + pad4[0] + pad4[2] - kernel) // stride + 1
+        ow = (size_hw[1] + pad4[1] + pad4[3] - kernel) // stride + 1
+        zc = nx.zero_code(exp_bits)
+        if weights_dist == "zero":
+            codes = np.full(wshape, zc, np.int64)
+            bias = rng.integers(-1000, 1000, cout)
+            shift = np.full(cout, 4, np.int64)
+        else:
+            limit = (1 << (acc_bits - 1)) - 1
+            bias = rng.integers(-(1 << 10), 1 << 10, cout)
+            e_fit = int(math.floor(math.log2(max(1, (limit - (1 << 10)) / (128 * fan_in)))))
+            e = max(0, min(emax, e_fit))
+            sign = rng.integers(0, 2, wshape)
+            codes = np.asarray(nx.encode_shift(np.zeros(wshape), sign, np.full(wshape, e),
+                                               exp_bits), dtype=np.int64)
+            shift = np.full(cout, max(0, e + 1), np.int64)
+        out_spec = TensorSpec("y", (cout, oh, ow), 0)
+        g.add_tensor(out_spec)
+        kind = Linear if linear else Conv2d
+        conv = kind("layer0", "x", "y", weight=codes[:, :, 0, 0] if linear else codes,
+                    exp_bits=exp_bits, bias=bias, shift=shift, relu=relu and
+                    weights_dist != "extreme", stride=(stride, stride), padding=pad4)
+    if residual:
+        if g.tensors["y"].shape != in_spec.shape:
+            raise IRError(f"a residual layer needs an output shaped like its input "
+                          f"{in_spec.shape}, not {g.tensors['y'].shape}")
+        conv.residual = "x"
+        conv.res_shift = np.clip(conv.w_frac, -128, 127)
+    g.add_op(conv)
+    g.validate()
+    return RandomLayer(g, {"x": x})

