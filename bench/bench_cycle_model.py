@@ -2,8 +2,8 @@
 segment and writes bench/out/cycle_model.json.
 
 Each corpus entry is compiled into a bundle under build/cycle_model/<name>/ and run once in
-RTL (Verilator); the measured cycles and MARKs are cached next to the bundle (keyed by the
-memory image's hash), so a second run only re-evaluates the model.
+RTL (Verilator); the measured cycles and MARKs are cached in build/cycle_model/rtl/ (keyed by
+the memory image and the Verilator build), so a second run only re-evaluates the model.
 
     .venv/bin/python bench/bench_cycle_model.py [--only NAME_SUBSTRING] [--no-rtl]
 """
@@ -35,6 +35,7 @@ class Case:
     size: int = 14
     residual: bool = False
     chain: tuple[tuple[int, int, int], ...] = ()   # (cout, kernel, stride) per layer
+    net: str = ""          # a built-in network (sw.models): its conv layers, seeded weights
 
 
 def config_of(spec: str):  # -> CoreConfig
@@ -50,6 +51,29 @@ def config_of(spec: str):  # -> CoreConfig
         cfg = dataclasses.replace(cfg, name=f"{name}-" + "-".join(
             f"{k}{v}" for k, v in kv.items()), **kv)
     return cfg
+
+
+def net_graph(case: Case, cfg):  # -> (Graph, inputs)
+    """The convolution layers of a built-in network (seeded random weights, lowered by
+    sw.frontend with calibration images): every Conv2d up to the pooling head, which the
+    compiler does not map yet."""
+    import numpy as np
+
+    from shiftbook.sw.frontend import lower
+    from shiftbook.sw.ir import Graph
+
+    rng = np.random.default_rng(0)
+    imgs = rng.normal(0, 1, (4, 3, 32, 32)).astype(np.float32)
+    lw = lower(case.net, calib=imgs, config=cfg)
+    ops = []
+    for op in lw.graph.ops:
+        if type(op).__name__ != "Conv2d":
+            break
+        ops.append(op)
+    g = Graph(tensors=dict(lw.graph.tensors), ops=ops, inputs=list(lw.graph.inputs),
+              outputs=[ops[-1].output])
+    name = g.inputs[0]
+    return g, {name: np.asarray(lw.run(imgs[:1])[name])[0]}
 
 
 def chain_graph(case: Case, exp_bits: int, acc_bits: int):  # -> (Graph, inputs)
@@ -95,14 +119,30 @@ CORPUS: tuple[Case, ...] = (
     Case("tiny_3x3_130_4_s4_chunks", "tiny", cin=130, cout=4, size=4),
     Case("tiny_1x1_s2_6_5_s11", "tiny", cin=6, cout=5, kernel=1, stride=2, size=11),
     Case("tiny_linear_40_3", "tiny", op="linear", cin=40, cout=3),
+    # multi-band: a 1 KiB activation buffer holds a few input rows at a time
+    Case("tinyA1k_3x3_8_6_s16_bands", "tiny:abuf_bytes=1024", cin=8, cout=6, size=16),
+    Case("tinyA1k_3x3_s2_6_4_s20_bands", "tiny:abuf_bytes=1024", cin=6, cout=4, stride=2,
+         size=20),
+    Case("tinyA1k_chain2_bands", "tiny:abuf_bytes=1024", cin=4, size=16,
+         chain=((6, 3, 1), (4, 3, 2))),
     # base (16x16)
     Case("base_3x3_16_16_s8", "base", cin=16, cout=16, size=8),
     Case("base_1x1_s2_16_32_s16", "base", kernel=1, stride=2, size=16),
     Case("base_3x3_3_16_s32_stem", "base", cin=3, cout=16, size=32),
+    Case("base_3x3_64_64_s14", "base", cin=64, cout=64, size=14),
+    # ResNet-20-shaped stages on base: 16@32x32, 16->32 stride 2, 32->64 stride 2, 64@8x8
+    Case("base_r20_16_16_s32", "base", cin=16, cout=16, size=32, residual=True),
+    Case("base_r20_16_32_s2", "base", cin=16, cout=32, stride=2, size=32),
+    Case("base_r20_32_64_s2", "base", cin=32, cout=64, stride=2, size=16),
+    Case("base_r20_64_64_s8", "base", cin=64, cout=64, size=8, residual=True),
     # multi-layer programs (one MARK per layer)
     Case("small_chain3", "small", cin=3, size=12, chain=((8, 3, 1), (16, 3, 2), (16, 1, 1))),
     Case("tiny_chain3", "tiny", cin=3, size=10, chain=((4, 3, 1), (6, 3, 2), (5, 1, 1))),
     Case("base_chain3", "base", cin=3, size=16, chain=((16, 3, 1), (32, 3, 2), (32, 3, 1))),
+    # whole networks' conv layers (9 for ResNet-8, 21 for ResNet-20, with residuals and
+    # stride-2 downsampling)
+    Case("resnet8_convs_small", "small", net="resnet8"),
+    Case("resnet20_convs_small", "small", net="resnet20"),
     # other bus widths and latencies (instruction assembly from 4 words, 1 word, 1/2 word)
     Case("b4_3x3_8_8_s8", "tiny:bus_bytes=4,mem_latency=2", cin=8, cout=8, size=8),
     Case("b4_chain2", "tiny:bus_bytes=4,mem_latency=2", cin=3, size=9,
@@ -122,7 +162,9 @@ def _bundle(case: Case) -> Path:
 
     cfg = config_of(case.config)
     bdir = CACHE / case.name / "bundle"
-    if case.chain:
+    if case.net:
+        graph, inputs = net_graph(case, cfg)
+    elif case.chain:
         graph, inputs = chain_graph(case, cfg.exp_bits, cfg.acc_bits)
     else:
         layer = random_layer(case.op, case.cin, case.cout, case.kernel, case.stride, None,
@@ -130,31 +172,32 @@ def _bundle(case: Case) -> Path:
                              residual=case.residual)
         graph, inputs = layer.graph, layer.inputs
     prog = compile_graph(graph, cfg, inputs)
-    mem_hash = hashlib.sha256(prog.memory).hexdigest()[:16]
-    stamp = bdir / "memory.sha"
-    if not (stamp.exists() and stamp.read_text() == mem_hash):
+    old = bdir / "memory.bin"
+    if not (old.exists() and old.read_bytes() == prog.memory):
         write_bundle(prog, graph, bdir)
-        stamp.write_text(mem_hash)
     return bdir
 
 
 def rtl_measure(bdir: Path, *, run: bool = True) -> dict | None:
-    """The cached RTL result of the bundle in ``bdir`` ({"cycles", "marks"}), running it if
-    ``run`` and there is no cache entry for this memory image."""
-    mem_hash = (bdir / "memory.sha").read_text() if (bdir / "memory.sha").exists() else \
-        hashlib.sha256((bdir / "memory.bin").read_bytes()).hexdigest()[:16]
-    cache = bdir.parent / "rtl.json"
-    if cache.exists():
-        d = json.loads(cache.read_text())
-        if d.get("memory_sha") == mem_hash:
-            return d
+    """The RTL result of the bundle in ``bdir`` ({"cycles", "marks"}), cached and keyed by
+    the memory image and the Verilator build (a gateware change re-runs it); with
+    ``run=False`` only a cache entry (of any build) is returned, or None."""
+    mem_hash = hashlib.sha256((bdir / "memory.bin").read_bytes()).hexdigest()[:16]
+    cache = CACHE / "rtl" / f"{mem_hash}.json"
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
     if not run:
-        return None
-    from shiftbook.sim.rtl.runner import run_bundle
+        return cached if cached.get("memory_sha") == mem_hash else None
+    from shiftbook.sim.rtl.runner import build, run_bundle
+    from shiftbook.sw.bundle import load_bundle
+
+    build_key = build(load_bundle(bdir).config).name
+    if cached.get("memory_sha") == mem_hash and cached.get("build") == build_key:
+        return cached
     t0 = time.monotonic()
     res = run_bundle(bdir)
-    d = {"memory_sha": mem_hash, "cycles": int(res.cycles),
+    d = {"memory_sha": mem_hash, "build": build_key, "cycles": int(res.cycles),
          "marks": [[int(i), int(c)] for i, c in res.marks], "wall_s": time.monotonic() - t0}
+    cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(d))
     return d
 
@@ -172,24 +215,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="run the cases whose name contains this")
     ap.add_argument("--no-rtl", action="store_true", help="use cached RTL results only")
+    ap.add_argument("--bundle", action="append", default=[], metavar="DIR",
+                    help="also validate this bundle (e.g. a whole network; repeatable)")
     args = ap.parse_args(argv)
     rows = []
     worst = 0.0
     print(f"{'layer':34s} {'segment':>8s} {'model':>9s} {'RTL':>9s} {'error %':>8s}")
-    for case in CORPUS:
-        if args.only not in case.name:
-            continue
-        bdir = _bundle(case)
+    todo: list[tuple[str, str, Path]] = [
+        (case.name, case.config, _bundle(case)) for case in CORPUS if args.only in case.name]
+    todo += [(Path(b).name, "bundle", Path(b)) for b in args.bundle]
+    for name, config, bdir in todo:
         rtl = rtl_measure(bdir, run=not args.no_rtl)
         if rtl is None:
-            print(f"{case.name:34s} (no cached RTL result)")
+            print(f"{name:34s} (no cached RTL result)")
             continue
         cmp = compare(bdir, rtl)
         for seg in cmp["segments"]:
-            print(f"{case.name:34s} {seg['name']:>8s} {seg['model']:9d} {seg['rtl']:9d} "
+            print(f"{name:34s} {seg['name']:>8s} {seg['model']:9d} {seg['rtl']:9d} "
                   f"{seg['error_pct']:+8.2f}")
             worst = max(worst, abs(seg["error_pct"]))
-            rows.append({"case": case.name, "config": case.config, **seg})
+            rows.append({"case": name, "config": config, **seg})
         sys.stdout.flush()
     print(f"max |error| = {worst:.2f} % over {len(rows)} segments")
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from amaranth.back import rtlil
+
 from shiftbook.boards.build import _yosys_cells, find_tools
 from shiftbook.hw.pe import make_pe
 

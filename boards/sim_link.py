@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from amaranth.sim import Simulator
+
 from shiftbook.hw.board_top import BoardSystem
 
 __all__ = ["SimBoard"]

@@ -17,14 +17,16 @@ has shifted them all out waits (no stall when a tile has at least npix steps).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from shiftbook.config import CoreConfig
+from shiftbook.isa import WFMT_CODEBOOK, Mode
 
 from .array import PEArray
 from .buffers import ActBuffer, OutBuffer, ResBuffer, RowBuffer, log2
+from .decoder import DecoderArray
 from .layouts import compute_insn_layout
 from .requant import RequantLane
 
@@ -55,6 +57,11 @@ class ComputeUnit(wiring.Component):
         (``wr_buf`` 0..3 as ``shiftbook.isa.Buf``).
     out_r_en, out_r_addr : In, out_r_data : Out
         DMA reads of OUT by word address, latency 1.
+    cb_addr, cb_data, cb_en : In
+        The codebook write port of the decoder array (LOAD CB, from the DMA).
+    error : Out(1), clear_error : In(1)
+        Sticky: an index row with an index ``>= CB_K`` went into the decoder; cleared by
+        ``clear_error`` (a run's start).
     """
 
     def __init__(self, cfg: CoreConfig):
@@ -65,6 +72,10 @@ class ComputeUnit(wiring.Component):
             "busy": Out(1),
             "wr_en": In(1), "wr_buf": In(2), "wr_addr": In(22), "wr_data": In(8 * b),
             "out_r_en": In(1), "out_r_addr": In(22), "out_r_data": Out(8 * b),
+            "cb_addr": In(cfg.index_bits_max),
+            "cb_data": In(data.ArrayLayout(unsigned(cfg.code_bits), cfg.max_d)),
+            "cb_en": In(cfg.max_d),
+            "error": Out(1), "clear_error": In(1),
         })
 
     @property
@@ -95,6 +106,10 @@ class ComputeUnit(wiring.Component):
 
         array = m.submodules.array = PEArray(rows=R, cols=C, acc_bits=cfg.acc_bits,
                                              exp_bits=cfg.exp_bits, kind=cfg.pe)
+        dec = m.submodules.decoder = DecoderArray(lanes=C, max_k=cfg.max_k, max_d=cfg.max_d,
+                                                  code_bits=cfg.code_bits)
+        m.d.comb += [dec.cb_addr.eq(self.cb_addr), dec.cb_data.eq(self.cb_data),
+                     dec.cb_en.eq(self.cb_en)]
 
         # ---------------------------------------------------------------- next-tile slot
         # The pixel walk produces two PE rows per cycle into a staging shift chain of
@@ -134,9 +149,14 @@ class ComputeUnit(wiring.Component):
         walker_step(n1, n2)
 
         take = Signal()   # the active slot takes the next tile this cycle
+        nx_claimed = Signal()   # the index fetcher has started on the slot's tile
+        nx_wfmt = Signal()
+        # (MAX and SUM read no weights: their tiles never use the decoder)
+        m.d.comb += nx_wfmt.eq((nx.reg_wfmt == WFMT_CODEBOOK) & (nx.reg_mode == Mode.MAC))
         m.d.comb += self.insn_ready.eq(~nx_valid)
         with m.If(self.insn_valid & ~nx_valid):
             m.d.sync += [nx.eq(ins), nx_valid.eq(1), nx_rdy.eq(0), nx_walk_cnt.eq(0),
+                         nx_claimed.eq(0),
                          w[0].eq(ins.ox0), w[1].eq(ins.iy0), w[2].eq(ins.ix0),
                          w[3].eq(ins.act_base[:AW]), w[4].eq(ins.o_off[:OB])]
         with m.Elif(nx_valid & ~nx_rdy):
@@ -174,9 +194,19 @@ class ComputeUnit(wiring.Component):
         d_free = Signal()
         stall = Signal()
         m.d.comb += stall.eq(is_last & a_drain & ~d_free)
+        # Codebook tiles (WFMT=1) take each step's code row from the decoder: a step is
+        # emitted only when the decoder has one (its `o` stream), and consumes it.
+        a_wfmt = Signal()
+        a_d = Signal(range(1, cfg.max_d + 1))
+        cpos = Signal(range(cfg.max_d))          # position of the step in its block
+        cpos_last = Signal()
+        m.d.comb += cpos_last.eq((cpos + 1 == a_d) | (cpos == cfg.max_d - 1))
         emit = Signal()
-        m.d.comb += emit.eq(a_valid & ~stall)
-        m.d.comb += take.eq(nx_rdy & (~a_valid | (emit & is_last)))
+        m.d.comb += emit.eq(a_valid & ~stall & (~a_wfmt | dec.o.valid))
+        m.d.comb += dec.o.ready.eq(a_valid & a_wfmt & ~stall)
+        # A last block cut short: drop the rest of its codeword (docs/decoder.md).
+        m.d.comb += dec.flush.eq(emit & a_wfmt & is_last & ~cpos_last)
+        m.d.comb += take.eq(nx_rdy & (~a_valid | (emit & is_last)) & (nx_claimed | ~nx_wfmt))
 
         with m.If(take):
             m.d.sync += [a_valid.eq(1), first_step.eq(1), c_cnt.eq(0), ky.eq(0), kx.eq(0),
@@ -188,12 +218,14 @@ class ComputeUnit(wiring.Component):
                          a_mode.eq(nx.reg_mode[:2]), a_flags.eq(nx.reg_flags[:2]),
                          a_clear.eq(nx.clear), a_drain.eq(nx.drain), a_npix.eq(nx.npix),
                          a_col0.eq(nx.col0), a_ncols.eq(nx.ncols),
-                         a_bias_row.eq(nx.bias_row)]
+                         a_bias_row.eq(nx.bias_row), a_wfmt.eq(nx_wfmt), a_d.eq(nx.reg_cb_d),
+                         cpos.eq(0)]
             for r in range(R):
                 m.d.sync += [a_iy[r].eq(st_iy[r]), a_ix[r].eq(st_ix[r]), a_ab[r].eq(st_ab[r]),
                              a_oo[r].eq(st_oo[r])]
         with m.Elif(emit):
-            m.d.sync += [first_step.eq(0), wrow.eq(wrow + 1)]
+            m.d.sync += [first_step.eq(0), wrow.eq(wrow + 1),
+                         cpos.eq(Mux(cpos_last, 0, cpos + 1))]
             with m.If(is_last):
                 m.d.sync += a_valid.eq(0)
             with m.Elif(kx != a_kw1):
@@ -220,18 +252,125 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [s1_addr[r].eq(a_ab[r] + off),
                          s1_ok[r].eq((y >= 0) & (y < a_in_h) & (x >= 0) & (x < a_in_w))]
             m.d.comb += act.r_addr[r].eq(s1_addr[r])
-        m.d.comb += wgt.r_addr.eq(s1_wrow)
+        s1_wfmt = Signal()
+        s1_code = Signal(dec.o.payload.shape())
+        m.d.sync += [s1_wfmt.eq(a_wfmt), s1_code.eq(dec.o.payload)]
+
+        # ---------------------------------------------------------------- index fetcher
+        # For a codebook tile, a mirror of the reduction walker (c, ky, kx and the position
+        # in the block) runs ahead of the active tile: at every block start it pushes the
+        # next index row into the decoder, so it pushes exactly ceil(NCH*KH*KW / CB_D) rows
+        # (no divider). Index rows are shifted out of the held WGT row (IDX_PER_ROW of them
+        # per row); the next WGT row is read one cycle ahead. The fetcher starts on the slot's
+        # tile as soon as it is done with the active one (same CB_D and CB_K), so blocks flow
+        # into the decoder without a bubble between tiles; the active tile takes the slot's
+        # tile only once the fetcher has started on it. Raw reads (S1) have the WGT port first.
+        IB = cfg.index_bits_max
+        W = 8 * cfg.wbuf_row_bytes
+        f_active = Signal()
+        f_d = Signal(range(1, cfg.max_d + 1), init=cfg.max_d)
+        f_k = Signal(range(1, cfg.max_k + 1), init=cfg.max_k)
+        f_ib = Signal(range(IB + 1))
+        f_per1 = Signal(range(W + 1))
+        f_kh1, f_kw1, f_nch1 = Signal(KW_BITS), Signal(KW_BITS), Signal(KW_BITS)
+        f_c, f_ky, f_kx = Signal(KW_BITS), Signal(KW_BITS), Signal(KW_BITS)
+        f_pos = Signal(range(cfg.max_d))
+        f_next = Signal(WB)
+        hold = Signal(W)
+        hold_valid = Signal()
+        sub = Signal(range(W + 1))
+        rdat_ok = Signal()
+        m.d.comb += [dec.d.eq(f_d), dec.k.eq(f_k)]
+
+        f_last, f_start, push, f_step = Signal(), Signal(), Signal(), Signal()
+        claim = Signal()
+        compat = Signal()
+        m.d.comb += [
+            compat.eq((nx.reg_cb_d == f_d) & (nx.reg_cb_k == f_k)),
+            # (in the cycle of the active tile's last step at the latest)
+            claim.eq(nx_valid & ~nx_claimed & nx_wfmt & (~f_active | (f_step & f_last)) &
+                     (compat | ~(a_valid & a_wfmt))),
+        ]
+        # The current WGT row: the held one, else the one the read port brings this cycle.
+        src = Signal(W)
+        m.d.comb += src.eq(Mux(hold_valid, hold, wgt.r_data))
+        idx = [Signal(IB, name=f"f_idx_{j}") for j in range(C)]
+        shifted = Signal(W)
+        with m.Switch(f_ib):
+            for v in range(1, IB + 1):
+                with m.Case(v):
+                    m.d.comb += [idx[j].eq(src[j * v:(j + 1) * v]) for j in range(C)]
+                    m.d.comb += shifted.eq(src >> (C * v))
+        m.d.comb += [
+            f_last.eq((f_kx == f_kw1) & (f_ky == f_kh1) & (f_c == f_nch1)),
+            f_start.eq(f_pos == 0),
+            dec.i.valid.eq(f_active & f_start & (hold_valid | rdat_ok)),
+            push.eq(dec.i.valid & dec.i.ready),
+            f_step.eq(f_active & (~f_start | push)),
+        ]
+        m.d.comb += [dec.i.payload[j].eq(idx[j]) for j in range(C)]
+        with m.If(claim):
+            m.d.sync += [f_active.eq(1), nx_claimed.eq(1), f_d.eq(nx.reg_cb_d),
+                         f_k.eq(nx.reg_cb_k), f_ib.eq(nx.reg_idx_bits),
+                         f_per1.eq(nx.reg_idx_per_row - 1),
+                         f_kh1.eq(nx.reg_kh[:KW_BITS] - 1), f_kw1.eq(nx.reg_kw[:KW_BITS] - 1),
+                         f_nch1.eq(nx.reg_nch[:KW_BITS] - 1),
+                         f_c.eq(0), f_ky.eq(0), f_kx.eq(0), f_pos.eq(0)]
+        with m.Elif(f_step):
+            with m.If(f_last):
+                m.d.sync += f_active.eq(0)
+            with m.Elif(f_kx != f_kw1):
+                m.d.sync += f_kx.eq(f_kx + 1)
+            with m.Elif(f_ky != f_kh1):
+                m.d.sync += [f_kx.eq(0), f_ky.eq(f_ky + 1)]
+            with m.Else():
+                m.d.sync += [f_kx.eq(0), f_ky.eq(0), f_c.eq(f_c + 1)]
+            m.d.sync += f_pos.eq(Mux((f_pos + 1 == f_d) | (f_pos == cfg.max_d - 1), 0,
+                                     f_pos + 1))
+        # the held WGT row: taken from the read port when none is held (`load`), shifted by
+        # one index row per push, dropped after IDX_PER_ROW pushes
+        load = Signal()
+        cur_sub = Signal(range(W + 1))
+        m.d.comb += [load.eq(f_active & ~hold_valid & rdat_ok),
+                     cur_sub.eq(Mux(hold_valid, sub, 0))]
+        with m.If(claim):
+            m.d.sync += [hold_valid.eq(0), f_next.eq(nx.wgt_base[:WB])]
+        with m.Else():
+            with m.If(load):
+                m.d.sync += [hold.eq(src), hold_valid.eq(1), sub.eq(0), f_next.eq(f_next + 1)]
+            with m.If(push):
+                m.d.sync += [hold.eq(shifted), sub.eq(cur_sub + 1)]
+                with m.If(cur_sub == f_per1):
+                    m.d.sync += hold_valid.eq(0)
+        raw_rd = Signal()
+        f_addr = Signal(WB)
+        m.d.comb += [
+            raw_rd.eq(s1_en & ~s1_wfmt),
+            f_addr.eq(Mux(claim, nx.wgt_base[:WB], f_next + load)),
+            wgt.r_addr.eq(Mux(raw_rd, s1_wrow, f_addr)),
+        ]
+        m.d.sync += rdat_ok.eq(~raw_rd & (claim | f_active))
+        # an index past the codebook stops the core (sticky until the next run's start)
+        oob = Signal()
+        m.d.comb += oob.eq(Cat(*[i >= f_k for i in idx]).any())
+        with m.If(self.clear_error):
+            m.d.sync += self.error.eq(0)
+        with m.Elif(push & oob):
+            m.d.sync += self.error.eq(1)
 
         # ---------------------------------------------------------------- S2: to the array
         s2_en, s2_first, s2_load, s2_mode = Signal(), Signal(), Signal(), Signal(2)
         s2_ok = [Signal(name=f"s2_ok_{r}") for r in range(R)]
+        s2_wfmt = Signal()
+        s2_code = Signal(dec.o.payload.shape())
         m.d.sync += [s2_en.eq(s1_en), s2_first.eq(s1_first), s2_load.eq(s1_load),
-                     s2_mode.eq(s1_mode)]
+                     s2_mode.eq(s1_mode), s2_wfmt.eq(s1_wfmt), s2_code.eq(s1_code)]
         for r in range(R):
             m.d.sync += s2_ok[r].eq(s1_ok[r])
             m.d.comb += [array.x[r].eq(act.r_data[r]), array.valid[r].eq(s2_ok[r])]
         for c in range(C):
-            m.d.comb += array.code[c].eq(wgt.r_data.word_select(c, 8))
+            # 2:1 mux per column: decoded code (WFMT=1) or the raw WGT byte
+            m.d.comb += array.code[c].eq(Mux(s2_wfmt, s2_code[c], wgt.r_data.word_select(c, 8)))
         m.d.comb += [array.en.eq(s2_en), array.first.eq(s2_first), array.load.eq(s2_load),
                      array.mode.eq(s2_mode)]
         s3_en = Signal()
@@ -344,5 +483,6 @@ class ComputeUnit(wiring.Component):
         for c in range(C):
             m.d.comb += out.w_en[c].eq(w_en[c])
 
-        m.d.comb += self.busy.eq(nx_valid | a_valid | s1_en | s2_en | s3_en | ~d_idle)
+        m.d.comb += self.busy.eq(nx_valid | a_valid | f_active | s1_en | s2_en | s3_en |
+                                 ~d_idle)
         return m

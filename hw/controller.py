@@ -68,7 +68,8 @@ class Controller(wiring.Component):
     """Fetches 128-bit instructions from word 0 (prefetching up to ``mem_latency + 2*insn``
     words ahead), decodes them with ``shiftbook.isa.FIELDS``, executes SET/SYNC/MARK/END/NOP and
     issues LOAD/STORE to the DMA and COMPUTE to the compute unit. An unknown opcode, a SET of
-    an unknown register, a LOAD to OUT or a STORE from another buffer raise ``error`` and stop.
+    an unknown register, a LOAD to OUT or to a buffer past CB, a STORE from another buffer, or
+    the compute unit's ``cu_error`` raise ``error`` and stop.
 
     Parameters
     ----------
@@ -88,6 +89,9 @@ class Controller(wiring.Component):
         Fetch requester port (to the arbiter).
     dma_valid/dma_ready/dma_insn, dma_busy; cu_valid/cu_ready/cu_insn, cu_busy
         Issue to the units.
+    cu_error : In(1), cu_clear : Out(1)
+        The compute unit's error (an out-of-range codebook index) stops the run with
+        ``error``; ``cu_clear`` pulses when a run starts (clears it).
     """
 
     def __init__(self, cfg: CoreConfig):
@@ -104,7 +108,7 @@ class Controller(wiring.Component):
             "dma_valid": Out(1), "dma_ready": In(1), "dma_insn": Out(dma_insn_layout()),
             "dma_busy": In(1),
             "cu_valid": Out(1), "cu_ready": In(1), "cu_insn": Out(compute_insn_layout()),
-            "cu_busy": In(1),
+            "cu_busy": In(1), "cu_error": In(1), "cu_clear": Out(1),
         })
 
     @property
@@ -201,6 +205,7 @@ class Controller(wiring.Component):
         m.d.comb += self.busy.eq(running | start_pending)
         m.d.comb += go.eq((self.start | start_pending) & ~running &
                           (credits == self._depth) & ~words.r_rdy)
+        m.d.comb += self.cu_clear.eq(go)
         with m.If(go):
             m.d.sync += [running.eq(1), self.done.eq(0), self.error.eq(0), cycles.eq(0),
                          f_addr.eq(0), start_pending.eq(0)]
@@ -224,7 +229,7 @@ class Controller(wiring.Component):
                         with m.Default():
                             m.d.comb += stop_error.eq(1)
                 with m.Case(Opcode.LOAD):
-                    with m.If(buf >= Buf.OUT):
+                    with m.If((buf == Buf.OUT) | (buf > Buf.CB)):
                         m.d.comb += stop_error.eq(1)
                     with m.Else():
                         m.d.comb += [self.dma_valid.eq(1), consume.eq(self.dma_ready)]
@@ -247,6 +252,10 @@ class Controller(wiring.Component):
                         m.d.sync += [running.eq(0), self.done.eq(1)]
                 with m.Default():
                     m.d.comb += stop_error.eq(1)
+        # The compute unit's error (a codebook index >= CB_K) stops the run like an illegal
+        # instruction.
+        with m.If(running & self.cu_error):
+            m.d.comb += stop_error.eq(1)
         with m.If(stop_error):
             m.d.sync += [running.eq(0), self.error.eq(1)]
         return m

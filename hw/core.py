@@ -77,6 +77,10 @@ class Core(wiring.Component):
             cu.wr_en.eq(dma.wr_en), cu.wr_buf.eq(dma.wr_buf), cu.wr_addr.eq(dma.wr_addr),
             cu.wr_data.eq(dma.wr_data), cu.out_r_en.eq(dma.out_r_en),
             cu.out_r_addr.eq(dma.out_r_addr), dma.out_r_data.eq(cu.out_r_data),
+            # LOAD CB: the DMA writes the decoder's codebook; an index past it stops the run
+            dma.cb_d.eq(ctrl.cu_insn.reg_cb_d), dma.cb_k.eq(ctrl.cu_insn.reg_cb_k),
+            cu.cb_addr.eq(dma.cb_addr), cu.cb_data.eq(dma.cb_data), cu.cb_en.eq(dma.cb_en),
+            ctrl.cu_error.eq(cu.error), cu.clear_error.eq(ctrl.cu_clear),
             # memory port
             arb.f_cmd_valid.eq(ctrl.f_cmd_valid), ctrl.f_cmd_ready.eq(arb.f_cmd_ready),
             arb.f_cmd_addr.eq(ctrl.f_cmd_addr), ctrl.f_rsp_valid.eq(arb.f_rsp_valid),

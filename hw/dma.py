@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -25,6 +25,14 @@ class DMA(wiring.Component):
     Stores read OUT one cycle ahead of the write request (a 2-stage pipeline that holds its
     word while ``cmd_ready`` is low).
 
+    ``LOAD CB`` (``buf = Buf.CB``) reads its words the same way into a word queue (reads are
+    issued only while the queue has room for their responses). Each cycle the codebook writer
+    writes the head word's bytes up to the end of the word or of the current codeword into
+    codebook row ``row`` from position ``col`` of every decoder lane (``col`` wraps at
+    ``CB_D``, ``row`` counts up: no divider), so a word takes one cycle per codeword it
+    touches. Bytes past ``CB_K * CB_D`` are dropped. The next instruction is accepted once
+    the codebook writer is done.
+
     Parameters
     ----------
     cfg : CoreConfig
@@ -41,12 +49,18 @@ class DMA(wiring.Component):
         Buffer writes of load responses (``wr_buf`` as ``shiftbook.isa.Buf``).
     out_r_en, out_r_addr : Out, out_r_data : In
         OUT reads for stores (latency 1, data held while ``out_r_en`` is low).
+    cb_d, cb_k : In(32)
+        The ``CB_D`` and ``CB_K`` layer registers (latched when a LOAD CB is accepted).
+    cb_addr, cb_data, cb_en : Out
+        The decoder's codebook write port (``hw.decoder``): row, ``max_d`` codes, one enable
+        bit per code.
     """
 
     def __init__(self, cfg: CoreConfig):
         self._cfg = cfg
         self._depth = cfg.mem_latency + 2
         b = cfg.bus_bytes
+        self._ib = cfg.index_bits_max
         super().__init__({
             "insn_valid": In(1), "insn_ready": Out(1), "insn": In(dma_insn_layout()),
             "busy": Out(1),
@@ -54,6 +68,10 @@ class DMA(wiring.Component):
             "cmd_wdata": Out(8 * b), "rsp_valid": In(1), "rsp_data": In(8 * b),
             "wr_en": Out(1), "wr_buf": Out(2), "wr_addr": Out(22), "wr_data": Out(8 * b),
             "out_r_en": Out(1), "out_r_addr": Out(22), "out_r_data": In(8 * b),
+            "cb_d": In(32), "cb_k": In(32),
+            "cb_addr": Out(self._ib),
+            "cb_data": Out(data.ArrayLayout(unsigned(cfg.code_bits), cfg.max_d)),
+            "cb_en": Out(cfg.max_d),
         })
 
     @property
@@ -62,9 +80,16 @@ class DMA(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fifo = m.submodules.inflight = SyncFIFO(width=2 + 22, depth=self._depth)
+        cfg = self._cfg
+        B = cfg.bus_bytes
+        fifo = m.submodules.inflight = SyncFIFO(width=3 + 22, depth=self._depth)
+        # LOAD CB: response words wait here for the codebook writer (one code per cycle).
+        cbq = m.submodules.cb_words = SyncFIFO(width=8 * B, depth=self._depth)
+        cb_count = Signal(range(self._depth + 1))   # CB reads issued, words not yet consumed
+        cb_busy = Signal()
+        m.d.comb += cb_busy.eq(cb_count != 0)
 
-        active, store = Signal(), Signal()
+        active, store, cb = Signal(), Signal(), Signal()
         buf = Signal(2)
         ext_run, ext_cur = Signal(28), Signal(28)
         buf_run, buf_cur = Signal(22), Signal(22)
@@ -77,9 +102,17 @@ class DMA(wiring.Component):
         s1_addr = Signal(28)
 
         ins = self.insn
-        m.d.comb += self.insn_ready.eq(~active)
-        with m.If(self.insn_valid & ~active):
+        cb_dd = Signal(range(1, cfg.max_d + 1))   # CB_D (out of range: max_d, as the decoder)
+        cb_k = Signal(self._ib + 1)
+        cb_row = Signal(self._ib + 1)
+        cb_col = Signal(range(cfg.max_d))
+        m.d.comb += self.insn_ready.eq(~active & ~cb_busy)
+        with m.If(self.insn_valid & ~active & ~cb_busy):
             m.d.sync += [active.eq((ins.words != 0) & (ins.runs != 0)), store.eq(ins.store),
+                         cb.eq(ins.buf == Buf.CB), cb_row.eq(0), cb_col.eq(0),
+                         cb_dd.eq(Mux((self.cb_d == 0) | (self.cb_d > cfg.max_d), cfg.max_d,
+                                      self.cb_d)),
+                         cb_k.eq(Mux(self.cb_k > cfg.max_k, cfg.max_k, self.cb_k)),
                          buf.eq(ins.buf[:2]), ext_run.eq(ins.ext_addr), ext_cur.eq(ins.ext_addr),
                          buf_run.eq(ins.buf_addr), buf_cur.eq(ins.buf_addr),
                          words1.eq(ins.words - 1), runs1.eq(ins.runs - 1),
@@ -121,19 +154,58 @@ class DMA(wiring.Component):
                          self.cmd_wdata.eq(self.out_r_data)]
             m.d.comb += step.eq(adv)
         with m.Else():
-            m.d.comb += [self.cmd_valid.eq(walk & ~store & fifo.w_rdy),
+            m.d.comb += [self.cmd_valid.eq(walk & ~store & fifo.w_rdy &
+                                           (~cb | (cb_count != self._depth))),
                          self.cmd_addr.eq(ext_cur)]
             m.d.comb += step.eq(adv | (accept & ~store))
         m.d.comb += [fifo.w_en.eq(accept & ~self.cmd_we),
-                     fifo.w_data.eq(buf | (buf_cur << 2))]
+                     fifo.w_data.eq(buf | (cb << 2) | (buf_cur << 3))]
 
-        # Load responses.
+        # Load responses: buffer writes, or codebook words into the queue.
+        rsp_cb = fifo.r_data[2]
         m.d.comb += [fifo.r_en.eq(self.rsp_valid),
-                     self.wr_en.eq(self.rsp_valid), self.wr_buf.eq(fifo.r_data[:2]),
-                     self.wr_addr.eq(fifo.r_data[2:]), self.wr_data.eq(self.rsp_data)]
+                     self.wr_en.eq(self.rsp_valid & ~rsp_cb), self.wr_buf.eq(fifo.r_data[:2]),
+                     self.wr_addr.eq(fifo.r_data[3:]), self.wr_data.eq(self.rsp_data),
+                     cbq.w_en.eq(self.rsp_valid & rsp_cb), cbq.w_data.eq(self.rsp_data)]
 
-        m.d.comb += self.busy.eq(active | s1_valid | fifo.r_rdy)
+        # Codebook writer: each cycle one segment of the queue's head word, from byte `cb_byte`
+        # to the end of the word or of the codeword, whichever comes first, goes to positions
+        # cb_col.. of codebook row cb_row (so a word takes one cycle per codeword it touches).
+        cb_byte = Signal(range(B)) if B > 1 else Const(0, 1)
+        rem_w = Signal(range(B + 1))
+        rem_r = Signal(range(cfg.max_d + 1))
+        n = Signal(range(max(B, cfg.max_d) + 1))
+        m.d.comb += [rem_w.eq(B - cb_byte), rem_r.eq(cb_dd - cb_col),
+                     n.eq(Mux(rem_w < rem_r, rem_w, rem_r))]
+        word_sh = Signal(8 * B)
+        m.d.comb += word_sh.eq(cbq.r_data >> Cat(Const(0, 3), cb_byte))
+        cbits = cfg.code_bits
+        codes = Cat(*[word_sh[8 * i:8 * i + cbits] for i in range(min(B, cfg.max_d))])
+        placed = Signal(cbits * cfg.max_d)
+        with m.Switch(cb_col):
+            for c in range(cfg.max_d):
+                with m.Case(c):
+                    m.d.comb += placed.eq(codes << (c * cbits))
+        mask = Signal(cfg.max_d)
+        m.d.comb += mask.eq(((Const(1, cfg.max_d + B + 1) << n) - 1) << cb_col)
+        pop = Signal()
+        m.d.comb += [pop.eq(cbq.r_rdy & (n == rem_w)), cbq.r_en.eq(pop),
+                     self.cb_addr.eq(cb_row), self.cb_data.eq(placed)]
+        with m.If(cbq.r_rdy):
+            with m.If(cb_row < cb_k):
+                m.d.comb += self.cb_en.eq(mask)
+            with m.If(n == rem_r):
+                m.d.sync += [cb_col.eq(0), cb_row.eq(cb_row + 1)]
+            with m.Else():
+                m.d.sync += cb_col.eq(cb_col + n)
+            if B > 1:
+                m.d.sync += cb_byte.eq(Mux(pop, 0, cb_byte + n))
+        cb_issue = Signal()
+        m.d.comb += cb_issue.eq(accept & ~self.cmd_we & cb & ~s1_valid)
+        m.d.sync += cb_count.eq(cb_count + cb_issue - pop)
+
+        m.d.comb += self.busy.eq(active | s1_valid | fifo.r_rdy | cb_busy)
         return m
 
 
-assert Buf.ACT == 0 and Buf.WGT == 1 and Buf.BIAS == 2 and Buf.RES == 3
+assert Buf.ACT == 0 and Buf.WGT == 1 and Buf.BIAS == 2 and Buf.RES == 3 and Buf.CB == 5

@@ -137,9 +137,15 @@ class CoreConfig:
         return self.bus_bytes * (1 << (words - 1).bit_length())
 
     @property
+    def index_bits_max(self) -> int:
+        """Bits of the widest codebook index, ceil(log2 max_k)."""
+        return max(1, (self.max_k - 1).bit_length())
+
+    @property
     def wbuf_row_bytes(self) -> int:
-        """External/buffer bytes of one raw weight row (one byte per column code)."""
-        return self.row_bytes(self.cols)
+        """Bytes of one WGT row: a raw row (one code byte per column) or one index row of the
+        widest index (``cols * index_bits_max`` bits), whichever is larger."""
+        return self.row_bytes(max(self.cols, -(-self.cols * self.index_bits_max // 8)))
 
     @property
     def bbuf_row_bytes(self) -> int:
@@ -189,9 +195,12 @@ def _check(ok: bool, fname: str, value: object, why: str) -> None:
 PRESETS: dict[str, CoreConfig] = {
     "tiny": CoreConfig(rows=2, cols=2, abuf_bytes=8192, wbuf_rows=1024, bbuf_rows=16,
                        obuf_bytes=2048, max_k=256, max_d=9, mem_latency=4, name="tiny"),
-    "small": CoreConfig(rows=4, cols=8, name="small"),
+    "small": CoreConfig(rows=4, cols=8, max_k=256, name="small"),
     "base": CoreConfig(rows=16, cols=16, abuf_bytes=65536, wbuf_rows=4096, bbuf_rows=64,
-                       obuf_bytes=16384, mem_words=1 << 22, name="base"),
+                       obuf_bytes=16384, mem_words=1 << 22, max_k=256, name="base"),
+    # Codebooks up to k=2048 (ResNet fc layers in "And the Bit Goes Down"): 11-bit indices
+    # widen every WGT row to hold one index row (docs/decoder.md).
+    "small-k2048": CoreConfig(rows=4, cols=8, max_k=2048, name="small-k2048"),
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "INSN_BITS", "INSN_BYTES", "Opcode", "Buf", "Reg", "Mode", "SyncMask", "Flag",
+    "WFMT_RAW", "WFMT_CODEBOOK",
     "FIELDS", "Insn", "encode", "decode", "encode_program", "decode_program", "IsaError",
 ]
 
@@ -42,6 +43,7 @@ class Buf(enum.IntEnum):
     BIAS = 2
     RES = 3
     OUT = 4
+    CB = 5    # codebook: CB_K * CB_D code bytes into every decoder lane (docs/decoder.md)
 
 
 class Reg(enum.IntEnum):
@@ -61,7 +63,15 @@ class Reg(enum.IntEnum):
     O_WRAP = 13    # OUT/RES address step from the last pixel of an output row to the next row's first
     MODE = 17      # Mode
     FLAGS = 18     # Flag bits
-    WFMT = 19      # weight format: 0 = raw shift codes (codebook formats: see docs/isa.md)
+    WFMT = 19      # weight format: WFMT_RAW or WFMT_CODEBOOK
+    CB_D = 20      # codebook block size d (codes per codeword), 1..max_d
+    CB_K = 21      # codebook size k, 1..max_k; an index >= CB_K stops the core with `error`
+    IDX_BITS = 22  # bits per index, ceil(log2 CB_K) (at least 1)
+    IDX_PER_ROW = 23  # index rows per WGT row: floor(8 * wbuf_row_bytes / (cols * IDX_BITS))
+
+
+WFMT_RAW = 0        # WGT row byte j = column j's shift code
+WFMT_CODEBOOK = 1   # WGT rows hold packed index rows decoded through the codebook
 
 
 class Mode(enum.IntEnum):

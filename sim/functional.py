@@ -22,7 +22,19 @@ from typing import Any
 import numpy as np
 
 from shiftbook.config import CoreConfig
-from shiftbook.isa import INSN_BYTES, Buf, Flag, Insn, Mode, Opcode, Reg, SyncMask, decode
+from shiftbook.isa import (
+    INSN_BYTES,
+    WFMT_CODEBOOK,
+    WFMT_RAW,
+    Buf,
+    Flag,
+    Insn,
+    Mode,
+    Opcode,
+    Reg,
+    SyncMask,
+    decode,
+)
 from shiftbook.sw import numerics as nx
 
 __all__ = ["SimError", "HazardError", "CycleModel", "FunctionalResult", "FunctionalSim",
@@ -58,6 +70,9 @@ class CycleModel:
     fetch_queue: int | None = None  # default: (mem_latency + 2*wpi + 1) // wpi
     dma_setup: int = 2
     compute_setup: int = 2
+    # WFMT = 1: the codebook decoder's latency (index in -> first code), paid by a COMPUTE
+    # that issues to an idle compute unit.
+    codebook_setup: int = 2
     drain_cycles: int | None = None  # default: rows
 
     def load(self, words: int, runs: int, cfg: CoreConfig) -> int:
@@ -112,6 +127,11 @@ class _Timeline:
         elif op == Opcode.COMPUTE:
             steps = regs.get(Reg.NCH, 0) * regs.get(Reg.KH, 0) * regs.get(Reg.KW, 0)
             dur = m.compute(steps, cfg)
+            if regs.get(Reg.WFMT, 0) == WFMT_CODEBOOK and regs.get(Reg.MODE, 0) == Mode.MAC \
+                    and self.t >= self.comp_free:
+                # The index fetcher runs ahead into a queued COMPUTE, so only a tile that
+                # finds the compute unit idle waits for the decoder's latency.
+                dur += m.codebook_setup
             self.t = max(self.t, self.comp_free)
             self.comp_free = self.t + dur
             self.comp_idle = max(self.comp_idle, self.comp_free
@@ -161,6 +181,8 @@ class FunctionalSim:
             "BIAS": np.zeros(cfg.bbuf_rows * cfg.bbuf_row_bytes, np.uint8),
             "RES": np.zeros(cfg.cols * cfg.obuf_bytes, np.uint8),
             "OUT": np.zeros(cfg.cols * cfg.obuf_bytes, np.uint8),
+            # The codebook every decoder lane holds: row i = codeword i, max_d codes.
+            "CB": np.zeros(cfg.max_k * cfg.max_d, np.uint8),
         }
         self.B = B
         self.regs: dict[int, int] = {}
@@ -265,6 +287,11 @@ class FunctionalSim:
         if load and name == "OUT" or not load and name != "OUT":
             raise SimError(f"instruction {self.pc}: {'LOAD into' if load else 'STORE from'} "
                            f"{name} is not allowed")
+        if name == "CB":
+            if not load:
+                raise SimError(f"instruction {self.pc}: STORE from CB is not allowed")
+            self._load_cb(a)
+            return
         buf = self.bufs[name]
         words, runs = a["words"], a["runs"]
         spans = []
@@ -285,6 +312,72 @@ class FunctionalSim:
             spans.append((name, b, b + n))
         self.dma_words["load" if load else "store"] += words * runs
         self._touch("dma", self.pc, spans)
+
+    def _cb_regs(self) -> tuple[int, int]:
+        cfg = self.cfg
+        k, d = self.regs.get(int(Reg.CB_K), 0), self.regs.get(int(Reg.CB_D), 0)
+        if not 1 <= k <= cfg.max_k:
+            raise SimError(f"instruction {self.pc}: CB_K={k} outside [1, {cfg.max_k}]")
+        if not 1 <= d <= cfg.max_d:
+            raise SimError(f"instruction {self.pc}: CB_D={d} outside [1, {cfg.max_d}]")
+        return k, d
+
+    def _load_cb(self, a: dict[str, int]) -> None:
+        """LOAD CB: ``CB_K*CB_D`` code bytes from ``ext_addr`` (codeword 0 first, one code per
+        byte) into every lane's codebook; bytes past ``CB_K*CB_D`` are ignored."""
+        cfg, B = self.cfg, self.B
+        k, d = self._cb_regs()
+        if a["runs"] != 1:
+            raise SimError(f"instruction {self.pc}: LOAD CB takes runs=1, not {a['runs']}")
+        e, n = a["ext_addr"] * B, a["words"] * B
+        if e + n > self.mem.size:
+            raise SimError(f"instruction {self.pc}: external words beyond memory")
+        m = min(n, k * d)
+        codes = self.mem[e: e + m]
+        top = (1 << cfg.code_bits) - 1
+        if m and int(codes.max()) > top:
+            raise SimError(f"instruction {self.pc}: codebook code {int(codes.max())} does not "
+                           f"fit {top.bit_length()} bits")
+        cb = self.bufs["CB"].reshape(cfg.max_k, cfg.max_d)
+        pos = np.arange(m)
+        cb[pos // d, pos % d] = codes
+        self.dma_words["load"] += a["words"]
+        self.dma_words["load_cb"] += a["words"]
+        rows = -(-m // d)
+        self._touch("dma", self.pc, [("CB", 0, rows * cfg.max_d)])
+
+    def _codebook_weights(self, g: dict[Reg, int], K: int, wb: int,
+                          spans: list[tuple[str, Any, Any]]) -> np.ndarray:
+        """The ``(K, cols)`` code rows of a WFMT=1 reduction: index rows from WGT decoded
+        through the codebook (docs/isa.md, COMPUTE with WFMT = 1)."""
+        cfg, NC = self.cfg, self.cfg.cols
+        k, d = self._cb_regs()
+        ib, per = g[Reg.IDX_BITS], g[Reg.IDX_PER_ROW]
+        wrow = cfg.wbuf_row_bytes
+        if not 1 <= ib <= cfg.index_bits_max:
+            raise SimError(f"instruction {self.pc}: IDX_BITS={ib} outside "
+                           f"[1, {cfg.index_bits_max}]")
+        if per < 1 or per * NC * ib > 8 * wrow:
+            raise SimError(f"instruction {self.pc}: IDX_PER_ROW={per} index rows of {NC}x{ib} "
+                           f"bits do not fit a {wrow}-byte WGT row")
+        nblocks = -(-K // d)
+        nrows = -(-nblocks // per)
+        if wb + nrows > cfg.wbuf_rows:
+            raise SimError(f"instruction {self.pc}: WGT rows [{wb}, {wb + nrows}) beyond "
+                           f"{cfg.wbuf_rows}")
+        spans.append(("WGT", wb * wrow, (wb + nrows) * wrow))
+        spans.append(("CB", 0, k * cfg.max_d))
+        rows = self.bufs["WGT"][wb * wrow: (wb + nrows) * wrow].reshape(nrows, wrow)
+        bits = np.unpackbits(rows, axis=1, bitorder="little")[:, : per * NC * ib]
+        bits = bits.reshape(nrows * per, NC, ib)[:nblocks].astype(np.int64)
+        idx = (bits << np.arange(ib)).sum(axis=2)  # (nblocks, NC)
+        if idx.size and int(idx.max()) >= k:
+            b, j = (int(v[0]) for v in np.nonzero(idx >= k))
+            raise SimError(f"instruction {self.pc}: index {int(idx[b, j])} of column {j}, block "
+                           f"{b} is past the codebook (CB_K={k}): the core stops with error")
+        cb = self.bufs["CB"].reshape(cfg.max_k, cfg.max_d)
+        step = np.arange(K)
+        return cb[idx[step // d], (step % d)[:, None]]  # (K, NC)
 
     def _bias_entries(self, row: int, cols: np.ndarray) -> tuple[np.ndarray, ...]:
         cfg = self.cfg
@@ -345,14 +438,20 @@ class FunctionalSim:
         if a["clear"]:
             self.acc[:] = nx.int_range(cfg.acc_bits)[0] if mode == Mode.MAX else 0
         acc = self.acc
+        wfmt = g[Reg.WFMT]
+        if wfmt not in (WFMT_RAW, WFMT_CODEBOOK):
+            raise SimError(f"instruction {self.pc}: unknown WFMT {wfmt}")
         if mode == Mode.MAC:
             wb = a["wgt_base"]
-            if wb + K > cfg.wbuf_rows:
-                raise SimError(f"instruction {self.pc}: WGT rows [{wb}, {wb + K}) beyond "
-                               f"{cfg.wbuf_rows}")
             wrow = cfg.wbuf_row_bytes
-            w = self.bufs["WGT"][wb * wrow: (wb + K) * wrow].reshape(K, wrow)[:, :NC]
-            spans.append(("WGT", wb * wrow, (wb + K) * wrow))
+            if wfmt == WFMT_CODEBOOK:
+                w = self._codebook_weights(g, K, wb, spans)
+            else:
+                if wb + K > cfg.wbuf_rows:
+                    raise SimError(f"instruction {self.pc}: WGT rows [{wb}, {wb + K}) beyond "
+                                   f"{cfg.wbuf_rows}")
+                w = self.bufs["WGT"][wb * wrow: (wb + K) * wrow].reshape(K, wrow)[:, :NC]
+                spans.append(("WGT", wb * wrow, (wb + K) * wrow))
             # A shift product ±(x << e) equals x * decode_shift(code) exactly (int64), so the
             # reduction is one integer matrix product (invalid positions contribute 0).
             if cfg.pe == "mult":

@@ -26,7 +26,18 @@ from typing import Any
 import numpy as np
 
 from shiftbook.config import ConfigError, CoreConfig
-from shiftbook.isa import INSN_BYTES, Insn, IsaError, Opcode, decode_program
+from shiftbook.isa import (
+    INSN_BYTES,
+    WFMT_CODEBOOK,
+    WFMT_RAW,
+    Buf,
+    Insn,
+    IsaError,
+    Opcode,
+    Reg,
+    decode_program,
+)
+from shiftbook.sw import weightfmt as wf
 from shiftbook.sw.compiler import CompiledProgram, Placement, unpack_tensor
 from shiftbook.sw.ir import Graph, IRError
 
@@ -198,4 +209,113 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
         raise BundleError(f"bundle {path}: the program does not decode ({e})") from None
     if not insns or insns[-1].op != Opcode.END:
         raise BundleError(f"bundle {path}: the program has no END instruction")
-    return Bundle(path, man, cfg, memory)
+    bundle = Bundle(path, man, cfg, memory)
+    _check_weight_formats(bundle, insns)
+    return bundle
+
+
+def _layer_codebook(bundle: Bundle, lay: dict[str, Any]) -> wf.CodebookWeights:
+    """Rebuild a codebook layer's weights from the memory image (its index rows per group and
+    chunk, its codebook) and the manifest's declared ``k``/``d`` (validated)."""
+    cfg, mem = bundle.config, bundle.memory
+    w = lay["weights"]
+    for key in ("k", "d", "index_bits", "codebook_addr", "codebook_bytes", "idx_per_row"):
+        if not isinstance(w.get(key), int) or isinstance(w.get(key), bool) or w[key] < 0:
+            raise wf.WeightFormatError(f"codebook field {key!r} is {w.get(key)!r}")
+    k, d = w["k"], w["d"]
+    if w["index_bits"] != wf.index_bits(k):
+        raise wf.WeightFormatError(f"index_bits={w['index_bits']} does not match k={k} "
+                                   f"(needs {wf.index_bits(k)})")
+    if w["codebook_bytes"] != k * d:
+        raise wf.WeightFormatError(f"a codebook of {w['codebook_bytes']} bytes does not match "
+                                   f"k*d = {k}*{d} = {k * d} codes")
+    ca = w["codebook_addr"]
+    if ca + k * d > len(mem):
+        raise wf.WeightFormatError(f"codebook [{ca}, {ca + k * d}) lies beyond the memory image")
+    shape = (int(lay["out_channels"]), int(lay["in_channels"]), *lay["kernel"])
+    o, c, kh, kw = shape
+    kk = kh * kw
+    nblocks = -(-(c * kk) // d)
+    per = w["idx_per_row"]
+    ib, cols, wrow = w["index_bits"], cfg.cols, cfg.wbuf_row_bytes
+    chunks = lay["tiles"]["chunks"]
+    groups = lay["tiles"]["groups"]
+    idx = np.zeros((groups * cols, nblocks), np.int64)
+    row = 0
+    base = lay["weight_addr"]
+    for g in range(groups):
+        for c0, c1, _, _ in chunks:
+            b0, b1 = c0 * kk // d, -(-(c1 * kk) // d)
+            nrows = -(-(b1 - b0) // per)
+            blob = mem[base + row * wrow: base + (row + nrows) * wrow]
+            if len(blob) < nrows * wrow:
+                raise wf.WeightFormatError("index rows lie beyond the memory image")
+            idx[g * cols:(g + 1) * cols, b0:b1] = wf.unpack_index_rows(blob, ib, cols, wrow,
+                                                                        b1 - b0)
+            row += nrows
+    if row * wrow != lay["weight_bytes"]:
+        raise wf.WeightFormatError(f"{row * wrow} bytes of index rows, the manifest says "
+                                   f"{lay['weight_bytes']}")
+    pad = idx[o:]
+    if pad.size and int(pad.max()) >= k:
+        raise wf.WeightFormatError(f"an unused column's index {int(pad.max())} is past the "
+                                   f"codebook (k={k})")
+    cb = np.frombuffer(mem[ca: ca + k * d], np.uint8).astype(np.int64).reshape(k, d)
+    fmt = wf.CodebookWeights(shape, k, d, cfg.exp_bits, cb, idx[:o])
+    fmt.check_config(cfg.max_k, cfg.max_d, cfg.exp_bits)
+    return fmt
+
+
+def _check_weight_formats(bundle: Bundle, insns: list[Insn]) -> None:
+    """Refuse codebook layers whose indices point past the codebook, or whose codebook (in
+    memory, in the program's CB_K/CB_D and LOAD CB, in the IR) does not match the declared
+    ``k`` and ``d``."""
+    path = bundle.path
+    cb_layers = [lay for lay in bundle.layers
+                 if isinstance(lay, dict) and isinstance(lay.get("weights"), dict)
+                 and lay["weights"].get("wfmt", WFMT_RAW) != WFMT_RAW]
+    if not cb_layers:
+        return
+    # The program's view: the CB_K/CB_D of each LOAD CB, per layer (MARK id closes a layer).
+    loads: dict[int, list[tuple[int, int, Insn]]] = {}
+    regs: dict[int, int] = {}
+    layer = 0
+    for insn in insns:
+        if insn.op == Opcode.SET:
+            regs[insn.args["reg"]] = insn.args["value"]
+        elif insn.op == Opcode.LOAD and insn.args["buf"] == Buf.CB:
+            loads.setdefault(layer, []).append((regs.get(Reg.CB_K, 0), regs.get(Reg.CB_D, 0),
+                                                insn))
+        elif insn.op == Opcode.MARK:
+            layer = insn.args["id"] + 1
+    graph = bundle.graph()
+    ops = {op.name: op for op in graph.ops}
+    B = bundle.config.bus_bytes
+    for lay in cb_layers:
+        name = lay.get("name")
+        where = f"bundle {path}: layer {name!r}"
+        if lay["weights"].get("wfmt") != WFMT_CODEBOOK:
+            raise BundleError(f"{where}: unknown weight format {lay['weights'].get('wfmt')!r}")
+        try:
+            fmt = _layer_codebook(bundle, lay)
+        except (wf.WeightFormatError, KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{where}: {e}") from None
+        for k, d, insn in loads.get(int(lay["index"]), []) or [(None, None, None)]:
+            if insn is None:
+                raise BundleError(f"{where}: the program loads no codebook for it")
+            if (k, d) != (fmt.k, fmt.d):
+                raise BundleError(f"{where}: the program's codebook is k={k}, d={d}, the "
+                                  f"manifest declares k={fmt.k}, d={fmt.d}")
+            if insn.args["ext_addr"] * B != lay["weights"]["codebook_addr"] \
+                    or insn.args["words"] * B < fmt.k * fmt.d:
+                raise BundleError(f"{where}: the program's LOAD CB does not read the declared "
+                                  f"codebook of {fmt.k * fmt.d} bytes")
+        op = ops.get(name)
+        ir_fmt = getattr(op, "weight_format", None)
+        if ir_fmt is None:
+            raise BundleError(f"{where}: the IR has no codebook format for it")
+        if (ir_fmt.k, ir_fmt.d) != (fmt.k, fmt.d) \
+                or not np.array_equal(ir_fmt.codebook, fmt.codebook) \
+                or not np.array_equal(ir_fmt.indices, fmt.indices):
+            raise BundleError(f"{where}: the memory image's codebook or indices differ from "
+                              f"the IR's (k={ir_fmt.k}, d={ir_fmt.d})")

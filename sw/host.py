@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from shiftbook.config import CoreConfig
 from shiftbook.hw import uart_proto as proto
 from shiftbook.hw.uart_proto import Cmd, ProtocolError, Status
-
-from shiftbook.config import CoreConfig
 
 __all__ = [
     "Transport", "SerialTransport", "Board", "BoardError", "BoardImage", "Region",

@@ -18,13 +18,19 @@ import torch
 import torch.nn.functional as F
 
 from shiftbook.sw import numerics as nx
+from shiftbook.sw import weightfmt as wfm
 from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, TensorSpec
+from shiftbook.sw.weightfmt import CodebookWeights
 
 __all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
-           "float_conv", "WEIGHT_DISTS", "INPUT_DISTS"]
+           "float_conv", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",
+           "default_block"]
 
 WEIGHT_DISTS = ("normal", "zero", "extreme", "sparse")
 INPUT_DISTS = ("normal", "uniform", "extreme", "zero")
+#: Stored weight formats of a random layer: raw shift codes, a scalar codebook (k-means
+#: weight sharing, d = 1) or a product-quantized codebook (k codewords of d codes).
+WEIGHT_FORMATS = ("shift", "kmeans", "pq")
 
 
 def conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
@@ -156,12 +162,34 @@ def _random_input(rng: np.random.Generator, shape: tuple[int, ...], dist: str) -
     raise IRError(f"unknown input distribution {dist!r} (one of {', '.join(INPUT_DISTS)})")
 
 
+def default_block(weights: str, kernel: int) -> int:
+    """The block size ``d`` a random ``weights`` format uses when none is given: 1 for
+    ``kmeans``; for ``pq`` one kernel (9 for 3x3), or 4 in-channels for 1x1 / linear."""
+    if weights == "kmeans":
+        return 1
+    return kernel * kernel if kernel > 1 else 4
+
+
+def random_codebook(codes: np.ndarray, k: int, d: int, exp_bits: int,
+                    rng: np.random.Generator) -> CodebookWeights:
+    """A random codebook format for a layer of shift ``codes``: ``k`` codewords, each a block
+    of ``d`` codes drawn at random from the layer's own blocks (so the code statistics and
+    the accumulator range stay those of the layer), and uniformly random indices."""
+    blocks = wfm.to_blocks(codes, d, exp_bits).reshape(-1, d)
+    cb = blocks[rng.integers(0, blocks.shape[0], k)]
+    o, i, kh, kw = wfm.as_4d(codes.shape)
+    nblocks = -(-(i * kh * kw) // d)
+    idx = rng.integers(0, k, (o, nblocks))
+    return CodebookWeights(tuple(codes.shape), k, d, exp_bits, cb, idx)
+
+
 def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 3,
                  stride: int = 1, padding: int | None = None, size: int = 14, *,
                  seed: int = 0, exp_bits: int = 4, acc_bits: int = 32,
                  max_exp: int | None = None, weights_dist: str = "normal",
                  input_dist: str = "normal", relu: bool = True,
-                 residual: bool = False) -> RandomLayer:
+                 residual: bool = False, weights: str = "shift", k: int | None = None,
+                 d: int | None = None) -> RandomLayer:
     """A seeded random one-layer graph ``x -> y`` and its int8 input.
 
     ``weights_dist``: ``normal`` (He-initialised floats quantized by ``quantize_conv``),
@@ -171,7 +199,22 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
     ``residual`` adds the input itself as the residual operand (a ResNet identity shortcut;
     needs ``cin == cout`` and an output the size of the input), aligned to the accumulator
     scale (``res_shift = w_frac``).
+    ``weights``: the stored format (``WEIGHT_FORMATS``): ``shift`` raw codes; ``kmeans`` a
+    scalar codebook of ``k`` codes (``d = 1``); ``pq`` ``k`` codewords of ``d`` codes
+    (default :func:`default_block`). Codewords are drawn from the layer's blocks, indices are
+    uniformly random (:func:`random_codebook`); the layer's codes are the decoded ones.
     """
+    if weights not in WEIGHT_FORMATS:
+        raise IRError(f"unknown weight format {weights!r} (one of {', '.join(WEIGHT_FORMATS)})")
+    if weights == "shift" and (k is not None or d is not None):
+        raise IRError("--k/--d need a codebook weight format (kmeans or pq)")
+    if weights != "shift":
+        k = 256 if k is None else k
+        if weights == "kmeans" and d not in (None, 1):
+            raise IRError(f"kmeans is a scalar codebook (d=1), not d={d}")
+        d = default_block(weights, 1 if op == "linear" else kernel) if d is None else d
+        if not isinstance(k, int) or k < 1 or not isinstance(d, int) or d < 1:
+            raise IRError(f"codebook k={k!r} and d={d!r} must be positive integers")
     for v, what in ((cin, "cin"), (cout, "cout"), (kernel, "kernel"), (stride, "stride"),
                     (size, "size")):
         if not isinstance(v, int) or v <= 0:
@@ -240,6 +283,13 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
                           f"{in_spec.shape}, not {g.tensors['y'].shape}")
         conv.residual = "x"
         conv.res_shift = np.clip(conv.w_frac, -128, 127)
+    if weights != "shift":
+        assert k is not None and d is not None
+        try:
+            fmt = random_codebook(conv.weight, k, d, exp_bits, rng)
+        except wfm.WeightFormatError as e:
+            raise IRError(f"layer0: {e}") from None
+        conv.with_codebook(fmt)
     g.add_op(conv)
     g.validate()
     return RandomLayer(g, {"x": x})

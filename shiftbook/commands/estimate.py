@@ -36,13 +36,22 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False) -> dict[
     bundle = load_bundle(bdir)
     est = estimate(bundle)
     cfg = bundle.config
+    ideal = {int(lay["index"]): int(lay["ideal_cycles"]) for lay in bundle.layers
+             if "index" in lay and "ideal_cycles" in lay}
+
+    def util(mark: int, cycles: int) -> float | None:
+        """ideal cycles (MACs / PEs) over the layer's cycles: the PE array's utilization."""
+        return round(ideal[mark] / cycles, 4) if mark in ideal and cycles else None
+
     rec: dict[str, Any] = {
         "bundle": str(bdir), "config": cfg.name, "config_hash": cfg.hash,
         "model": est.to_dict(),
-        "layers": [{"mark": lay.mark, "name": lay.name, "model": lay.cycles}
+        "layers": [{"mark": lay.mark, "name": lay.name, "model": lay.cycles,
+                    "ideal": ideal.get(lay.mark), "utilization": util(lay.mark, lay.cycles)}
                    for lay in est.layers],
         "total": {"model": est.total},
         "ideal_cycles": int(bundle.ideal_cycles),
+        "approximate": list(est.approximate),
     }
     if validate:
         from shiftbook.sim.rtl.runner import run_bundle
@@ -50,9 +59,8 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False) -> dict[
         res = run_bundle(bdir)
         cmp = compare_marks(est, int(res.cycles), list(res.marks))
         segs = cmp["segments"]
-        rec["layers"] = [{"mark": s["mark"], "name": s["name"], "model": s["model"],
-                          "rtl": s["rtl"], "error_pct": round(s["error_pct"], 4)}
-                         for s in segs[:-1]]
+        rec["layers"] = [{**lay, "rtl": s["rtl"], "error_pct": round(s["error_pct"], 4)}
+                         for lay, s in zip(rec["layers"], segs[:-1], strict=True)]
         tot = segs[-1]
         rec["total"] = {"model": tot["model"], "rtl": tot["rtl"],
                         "error_pct": round(tot["error_pct"], 4)}
@@ -67,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"bundle {rec['bundle']}  config {rec['config']} ({rec['config_hash']})")
+    for note in rec["approximate"]:
+        print(f"note: approximate: {note}")
     if args.validate:
         print(f"{'layer':24s} {'model':>10s} {'RTL':>10s} {'error %':>9s}")
         for lay in rec["layers"]:
@@ -76,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'total':24s} {t['model']:10d} {t['rtl']:10d} {t['error_pct']:+9.3f}")
         print(f"max |error| = {rec['max_abs_error_pct']:.3f} %")
     else:
-        print(f"{'layer':24s} {'model cycles':>12s}")
+        print(f"{'layer':24s} {'model cycles':>12s} {'ideal':>10s} {'util':>6s}")
         for lay in rec["layers"]:
-            print(f"{lay['name']:24s} {lay['model']:12d}")
+            u = "" if lay["utilization"] is None else f"{lay['utilization']:.3f}"
+            print(f"{lay['name']:24s} {lay['model']:12d} {lay['ideal'] or '':>10} {u:>6s}")
         print(f"{'total':24s} {rec['total']['model']:12d}")
         ideal = rec["ideal_cycles"]
         if ideal:

@@ -20,7 +20,7 @@ class LayerError(ValueError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from shiftbook.sw.reference import INPUT_DISTS, WEIGHT_DISTS
+    from shiftbook.sw.reference import INPUT_DISTS, WEIGHT_DISTS, WEIGHT_FORMATS
 
     p.add_argument("--op", default="conv", help="conv or linear (default conv)")
     p.add_argument("--cin", type=int, default=16, help="input channels (default 16)")
@@ -33,10 +33,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(LEVELS)} (default functional)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--config", default=None,
-                   help="core config: a preset (tiny, small, base) or a JSON file "
+                   help="core config: a preset (tiny, small, base, small-k2048) or a JSON file "
                         "(default small)")
     p.add_argument("--weights-dist", default="normal",
                    help=f"weights: {', '.join(WEIGHT_DISTS)} (default normal)")
+    p.add_argument("--weights", default="shift",
+                   help=f"stored weight format: {', '.join(WEIGHT_FORMATS)} (default shift: raw "
+                        f"codes; kmeans: scalar codebook, d=1; pq: product-quantized)")
+    p.add_argument("--k", type=int, default=None,
+                   help="codebook size for kmeans/pq (default 256)")
+    p.add_argument("--d", type=int, default=None,
+                   help="pq block size (default: KH*KW, 4 for 1x1/linear)")
     p.add_argument("--input-dist", default="normal",
                    help=f"input: {', '.join(INPUT_DISTS)} (default normal)")
     p.add_argument("--no-relu", action="store_true", help="no ReLU after the layer")
@@ -48,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    # Callers that build the Namespace by hand may predate the weight-format options.
+    for name, default in (("weights", "shift"), ("k", None), ("d", None)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     if args.op not in ("conv", "linear"):
         raise LayerError(f"unknown --op {args.op!r} (conv or linear)")
     if args.level not in LEVELS:
@@ -55,6 +66,18 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("cin", "cout", "kernel", "stride", "size"):
         v = getattr(args, name)
         if v <= 0:
+            raise LayerError(f"--{name} must be a positive integer, not {v}")
+    from shiftbook.sw.reference import WEIGHT_FORMATS
+    if args.weights not in WEIGHT_FORMATS:
+        raise LayerError(f"unknown --weights {args.weights!r} (one of "
+                         f"{', '.join(WEIGHT_FORMATS)})")
+    if args.weights == "shift" and (args.k is not None or args.d is not None):
+        raise LayerError("--k/--d need --weights kmeans or pq")
+    if args.weights == "kmeans" and args.d not in (None, 1):
+        raise LayerError(f"--weights kmeans is a scalar codebook (d=1), not --d {args.d}")
+    for name in ("k", "d"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
             raise LayerError(f"--{name} must be a positive integer, not {v}")
     if args.padding is not None and args.padding < 0:
         raise LayerError(f"--padding must be >= 0, not {args.padding}")
@@ -80,7 +103,8 @@ def run_layer(args: argparse.Namespace) -> dict[str, Any]:
                          args.size, seed=args.seed, exp_bits=cfg.exp_bits,
                          acc_bits=cfg.acc_bits, max_exp=6 if cfg.pe == "mult" else None,
                          weights_dist=args.weights_dist, input_dist=args.input_dist,
-                         relu=not args.no_relu, residual=args.residual)
+                         relu=not args.no_relu, residual=args.residual,
+                         weights=args.weights, k=args.k, d=args.d)
     golden = run_graph(layer.graph, layer.inputs)
     prog = compile_graph(layer.graph, cfg, layer.inputs)
 
@@ -131,6 +155,15 @@ def run_layer(args: argparse.Namespace) -> dict[str, Any]:
         "macs": lay["macs"],
         "instructions": len(prog.insns),
         "weight_bytes": lay["weight_bytes"],
+        "weights": args.weights,
+        "k": lay["weights"]["k"],
+        "d": lay["weights"]["d"],
+        "block_layout": lay["weights"]["layout"],
+        "weight_footprint": lay["weights"]["footprint"],
+        # Bytes of LOAD WGT + LOAD CB (what the layer reads from external memory for its
+        # weights) and the int8 bytes of its weights (one byte per weight).
+        "weight_bytes_read": lay["weight_bytes_read"],
+        "int8_weight_bytes": int(op.weight.size),
         "tiles": {k: lay["tiles"][k] for k in ("groups", "bands", "chunks")},
         "bundle": str(Path(args.output).resolve()) if args.output else None,
         "first_mismatch": cmp.to_dict()["first_mismatch"],
@@ -147,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
                       f"k={rec['kernel']} s={rec['stride']} p={rec['padding']}"),
             ("config", f"{rec['config']} ({rec['config_hash']})"),
             ("level", rec["level"]),
+            ("weights", rec["weights"] + (f" k={rec['k']} d={rec['d']} ({rec['block_layout']})"
+                                          if rec["k"] else "")),
+            ("weight bytes read", f"{rec['weight_bytes_read']} (int8 weights: "
+                                  f"{rec['int8_weight_bytes']})"),
             ("bit-exact", "yes" if rec["bit_exact"] else f"NO ({rec['mismatches']} mismatches)"),
             ("cycles", str(rec["cycles"])),
             ("ideal cycles", str(rec["ideal_cycles"])),

@@ -28,14 +28,27 @@ from typing import Any
 import numpy as np
 
 from shiftbook.config import CoreConfig
-from shiftbook.isa import FIELDS, Buf, Flag, Insn, Mode, Opcode, Reg, SyncMask
+from shiftbook.isa import (
+    FIELDS,
+    WFMT_CODEBOOK,
+    WFMT_RAW,
+    Buf,
+    Flag,
+    Insn,
+    Mode,
+    Opcode,
+    Reg,
+    SyncMask,
+)
 from shiftbook.sw import numerics as nx
+from shiftbook.sw import weightfmt as wf
 from shiftbook.sw.compiler.emitter import Emitter, Slot
 from shiftbook.sw.compiler.layout import Placement
 from shiftbook.sw.ir import Conv2d
+from shiftbook.sw.weightfmt import CodebookWeights
 
 __all__ = ["ConvPlan", "plan_conv", "conv_weight_bytes", "conv_bias_bytes", "schedule_conv",
-           "dma_pieces", "CompileError"]
+           "dma_pieces", "CompileError", "check_codebook", "codebook_weight_bytes"]
 
 MAX_WORDS = (1 << FIELDS[Opcode.LOAD]["words"][1]) - 1
 MAX_RUNS = (1 << FIELDS[Opcode.LOAD]["runs"][1]) - 1
@@ -79,10 +92,37 @@ class ConvPlan:
     n_bias: int
     out_slot_bytes: int
     n_out: int
+    # Codebook layers (WFMT = 1): the format, index rows per WGT row, and per chunk its
+    # (first WGT row within a group's rows, WGT rows) in the layer's weight blob.
+    fmt: CodebookWeights | None = None
+    idx_per_row: int = 0
+    chunk_wrows: list[tuple[int, int]] | None = None
+
+    @property
+    def group_wrows(self) -> int:
+        """WGT rows of one group in a codebook layer's weight blob."""
+        assert self.chunk_wrows is not None
+        return sum(n for _, n in self.chunk_wrows)
+
+    def chunk_blocks(self, k: int) -> tuple[int, int]:
+        """Blocks ``[b0, b1)`` (of every output channel) that codebook chunk ``k`` reduces."""
+        assert self.fmt is not None
+        c0, c1, _, _ = self.chunks[k]
+        return c0 * self.kk // self.fmt.d, -(-c1 * self.kk // self.fmt.d)
 
     @property
     def kk(self) -> int:
         return self.KH * self.KW
+
+    def wgt_rows(self, g: int, k: int) -> tuple[int, int]:
+        """(first row in the layer's weight blob, row count) of group g, chunk k."""
+        c0, c1, k0, k1 = self.chunks[k]
+        if self.fmt is None:
+            return (g * self.C * self.kk + c0 * self.kk + k0 * self.KW,
+                    (c1 - c0) * (k1 - k0) * self.KW)
+        assert self.chunk_wrows is not None
+        off, n = self.chunk_wrows[k]
+        return g * self.group_wrows + off, n
 
     def tiles(self, band: int, rows: int) -> list[int]:
         oy0, oy1 = self.bands[band]
@@ -136,6 +176,11 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
         raise CompileError(f"layer {op.name!r}: {max_rows} input rows of {x.pitch} bytes do "
                            f"not fit the {cfg.abuf_bytes}-byte activation buffer")
     kk = KH * KW
+    fmt = op.weight_format
+    if fmt is not None:
+        return _plan_codebook(op, fmt, cfg, C, H, W, O, OH, OW, KH, KW, sy, sx,
+                              (pt, pl, pb, pr), groups, bands, band_in, a_plane, act_ch, y, bo,
+                              n_out)
     w_ch = (cfg.wbuf_rows // 2) // kk or cfg.wbuf_rows // kk
     if w_ch:
         nch = min(C, w_ch, act_ch)
@@ -163,9 +208,93 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
                     n_wgt, n_bias, out_slot, n_out)
 
 
+def check_codebook(op: Conv2d, cfg: CoreConfig) -> CodebookWeights:
+    """The layer's codebook format, refused with one line if the core cannot decode it."""
+    fmt = op.weight_format
+    assert fmt is not None
+    if cfg.pe != "shift":
+        raise CompileError(f"layer {op.name!r}: codebook weights need the shift PE, the core "
+                           f"has pe={cfg.pe!r}")
+    try:
+        fmt.check_config(cfg.max_k, cfg.max_d, cfg.exp_bits, what=f"layer {op.name!r}")
+        wf.index_rows_per_wgt_row(cfg.cols, fmt.index_bits, cfg.wbuf_row_bytes)
+    except wf.WeightFormatError as e:
+        raise CompileError(str(e)) from None
+    return fmt
+
+
+def _plan_codebook(op: Conv2d, fmt: CodebookWeights, cfg: CoreConfig, C: int, H: int, W: int,
+                   O: int, OH: int, OW: int, KH: int, KW: int, sy: int, sx: int,
+                   pad: tuple[int, int, int, int], groups: int, bands: list[tuple[int, int]],
+                   band_in: list[tuple[int, int]], a_plane: int, act_ch: int, y: Placement,
+                   bo: int, n_out: int) -> ConvPlan:
+    """Channel chunks of a codebook layer: multiples of ``channels_per_block`` channels (a
+    block never straddles two chunks; only the layer's last chunk may end inside one) whose
+    index rows fit half of WGT (all of it if half holds none). Each chunk's index rows start
+    a WGT row of the weight blob (:func:`codebook_weight_bytes`)."""
+    check_codebook(op, cfg)
+    kk, d, B = KH * KW, fmt.d, cfg.bus_bytes
+    per = wf.index_rows_per_wgt_row(cfg.cols, fmt.index_bits, cfg.wbuf_row_bytes)
+    gran = wf.channels_per_block(KH, KW, d)
+
+    def wrows(nch: int) -> int:
+        nblocks = -(-nch * kk // d)
+        return -(-nblocks // per)
+
+    half = cfg.wbuf_rows // 2
+    cap = half if wrows(min(C, gran)) <= half else cfg.wbuf_rows
+    if C <= act_ch and wrows(C) <= cap:
+        nch = C
+    else:
+        nch = min(C, act_ch)
+        nch -= nch % gran
+        while nch > 0 and wrows(nch) > cap:
+            nch -= gran
+        if nch <= 0:
+            raise CompileError(f"layer {op.name!r}: a codebook chunk of {gran} channels (whole "
+                               f"blocks of d={d}) does not fit ACT ({act_ch} channels) or WGT "
+                               f"({cap} rows)")
+    chunks = [(c0, min(C, c0 + nch), 0, KH) for c0 in range(0, C, nch)]
+    chunk_wrows, off = [], 0
+    for c0, c1, _, _ in chunks:
+        chunk_wrows.append((off, wrows(c1 - c0)))
+        off += wrows(c1 - c0)
+    act_ranges = [(0, C)] if act_ch >= C else [(c0, min(C, c0 + nch)) for c0 in range(0, C, nch)]
+    act_slot = _up(max(c1 - c0 for c0, c1 in act_ranges) * a_plane, B)
+    n_act = max(1, min(cfg.abuf_bytes // act_slot, len(bands) * len(act_ranges)))
+    wgt_slot = wrows(nch)
+    n_wgt = max(1, min(cfg.wbuf_rows // wgt_slot, groups * len(chunks)))
+    n_bias = max(1, min(cfg.bbuf_rows, groups))
+    out_slot = _up(bo * y.pitch, B)
+    return ConvPlan(op.name, C, H, W, O, KH, KW, sy, sx, pad, OH, OW, groups, bands, band_in,
+                    chunks, act_ranges, a_plane, act_slot, n_act, wgt_slot, n_wgt, n_bias,
+                    out_slot, n_out, fmt, per, chunk_wrows)
+
+
 # ---------------------------------------------------------------- parameter blobs
+def codebook_weight_bytes(op: Conv2d, cfg: CoreConfig, plan: ConvPlan) -> bytes:
+    """WGT rows of a codebook layer for ``plan``'s chunks: per group of ``cols`` output
+    channels, per chunk, the chunk's index rows (``weightfmt.pack_index_rows`` of its blocks),
+    ``plan.chunk_wrows`` rows each (the first at ``plan.wgt_rows(g, k)[0]``)."""
+    fmt = check_codebook(op, cfg)
+    assert plan.fmt is not None
+    out = bytearray()
+    for g in range(plan.groups):
+        for k in range(len(plan.chunks)):
+            b0, b1 = plan.chunk_blocks(k)
+            blob = wf.pack_index_rows(fmt.indices[g * cfg.cols:(g + 1) * cfg.cols, b0:b1],
+                                      fmt.index_bits, cfg.cols, cfg.wbuf_row_bytes)
+            assert len(blob) == plan.chunk_wrows[k][1] * cfg.wbuf_row_bytes
+            out += blob
+    return bytes(out)
+
+
 def conv_weight_bytes(op: Conv2d, cfg: CoreConfig) -> bytes:
-    """WGT rows of every group: row ``g*C*KK + (c*KH + ky)*KW + kx``, byte j = column j."""
+    """WGT rows of every group: row ``g*C*KK + (c*KH + ky)*KW + kx``, byte j = column j
+    (raw shift codes; codebook layers: :func:`codebook_weight_bytes`)."""
+    if op.weight_format is not None:
+        raise CompileError(f"layer {op.name!r}: codebook weights are packed per plan "
+                           f"(codebook_weight_bytes)")
     O, C, KH, KW = op.weight.shape
     groups = -(-O // cfg.cols)
     wrow = cfg.wbuf_row_bytes
@@ -288,7 +417,7 @@ class _Pool:
 
 def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: Placement,
                   y: Placement, w_addr: int, b_addr: int, layer_index: int,
-                  res: Placement | None = None) -> dict[str, Any]:
+                  res: Placement | None = None, cb_addr: int | None = None) -> dict[str, Any]:
     """Emit one layer's instructions (ending with ``SYNC ALL; MARK layer_index``).
 
     With ``res`` (the residual tensor, shaped like ``y``), each output unit's residual band is
@@ -299,7 +428,6 @@ def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: P
     wrow_w = cfg.wbuf_row_bytes // B
     brow_w = cfg.bbuf_row_bytes // B
     obank_w = cfg.obuf_bytes // B
-    kk = plan.kk
     pt, pl, _, _ = plan.pad
 
     act = _Pool("ACT", plan.n_act, plan.act_slot_bytes)
@@ -403,9 +531,8 @@ def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: P
             return out
         if kind == "w":
             _, g, k = key
-            c0, c1, k0, k1 = plan.chunks[k]
-            row0 = g * plan.C * kk + c0 * kk + k0 * plan.KW
-            nrows = (c1 - c0) * (k1 - k0) * plan.KW  # contiguous: k0:k1 is partial only if c1-c0==1
+            # contiguous: k0:k1 is partial only if c1-c0==1
+            row0, nrows = plan.wgt_rows(g, k)
             return [(i, None) for i in dma_pieces(
                 Opcode.LOAD, Buf.WGT, w_addr // B + row0 * wrow_w, slot.base * wrow_w,
                 nrows * wrow_w, 1, 0, 0, piece)]
@@ -493,9 +620,26 @@ def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: P
                      (Reg.KH, plan.KH), (Reg.KW, plan.KW), (Reg.O_WRAP, o_wrap),
                      (Reg.MODE, int(Mode.MAC)), (Reg.FLAGS, (int(Flag.RELU) if op.relu else 0)
                                   | (int(Flag.RESIDUAL) if res is not None else 0)),
-                     (Reg.WFMT, 0)):
+                     (Reg.WFMT, WFMT_RAW if plan.fmt is None else WFMT_CODEBOOK)):
         em.set(reg, val, force=True)
     em.regs.pop(int(Reg.NCH), None)
+    first_insn = len(em.insns)
+    cb_slot: Slot | None = None
+    if plan.fmt is not None:
+        # The codebook: registers, SYNC COMPUTE (it is not double-buffered), LOAD CB.
+        fmt = plan.fmt
+        for reg, val in ((Reg.CB_D, fmt.d), (Reg.CB_K, fmt.k), (Reg.IDX_BITS, fmt.index_bits),
+                         (Reg.IDX_PER_ROW, plan.idx_per_row)):
+            em.set(reg, val, force=True)
+        em.insns.append(Insn(Opcode.SYNC, {"mask": int(SyncMask.COMPUTE)}))
+        em.comp_synced = em.comp_n
+        cb_slot = Slot("CB", 0, 0, fmt.k * fmt.d)
+        cb_slot.assign("cb")
+        assert cb_addr is not None
+        em.emit_dma(Insn(Opcode.LOAD, {
+            "buf": int(Buf.CB), "ext_addr": cb_addr // B, "buf_addr": 0,
+            "words": -(-fmt.k * fmt.d // B), "runs": 1, "ext_stride": 0, "buf_stride": 0}),
+            cb_slot)
 
     cur_unit = -1
     n_compute = 0
@@ -524,6 +668,9 @@ def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: P
             res_prefetch(u + 1)
         no = em.ready(so)
         slots, needs = [sa, sw, sb, so], [na, nw, nb, no]
+        if cb_slot is not None:
+            slots.append(cb_slot)
+            needs.append(cb_slot.last_dma)
         if res is not None:
             slots.append(ress[u % plan.n_out])
             needs.append(res_ready(u))
@@ -562,4 +709,10 @@ def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: P
     em.flush()
     em.sync_all()
     em.insns.append(Insn(Opcode.MARK, {"id": layer_index}))
-    return {"computes": n_compute}
+    read = {Buf.WGT: 0, Buf.CB: 0}
+    for insn in em.insns[first_insn:]:
+        if insn.op == Opcode.LOAD and insn.args["buf"] in read:
+            read[Buf(insn.args["buf"])] += insn.args["words"] * insn.args["runs"] * B
+    # Weight bytes the layer reads from external memory (index/raw rows + codebook).
+    return {"computes": n_compute, "weight_bytes_read": read[Buf.WGT] + read[Buf.CB],
+            "codebook_bytes_read": read[Buf.CB]}

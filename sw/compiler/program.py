@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from shiftbook.config import CoreConfig
-from shiftbook.isa import INSN_BYTES, Insn, Opcode, encode_program
+from shiftbook.isa import INSN_BYTES, WFMT_CODEBOOK, WFMT_RAW, Insn, Opcode, encode_program
 from shiftbook.sw import numerics as nx
 from shiftbook.sw.compiler.conv import (
     CompileError,
+    codebook_weight_bytes,
     conv_bias_bytes,
     conv_weight_bytes,
     plan_conv,
@@ -28,6 +29,7 @@ from shiftbook.sw.compiler.conv import (
 from shiftbook.sw.compiler.emitter import Emitter
 from shiftbook.sw.compiler.layout import MemoryImage, Placement, pack_tensor
 from shiftbook.sw.ir import Conv2d, Graph
+from shiftbook.sw.weightfmt import RawWeights
 
 __all__ = ["CompiledProgram", "CompileError", "compile_graph"]
 
@@ -52,9 +54,22 @@ def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig
                 w_bytes: int, w_addr: int, b_addr: int, b_bytes: int,
                 extra: dict[str, Any]) -> dict[str, Any]:
     macs = op.macs(graph.tensors)
+    fmt = op.weight_format
+    if fmt is None:
+        wmeta: dict[str, Any] = {
+            "wfmt": WFMT_RAW, "k": None, "d": None, "index_bits": None, "layout": None,
+            "codebook_addr": None, "codebook_bytes": 0,
+            "footprint": RawWeights(op.weight, op.exp_bits).footprint().to_dict()}
+    else:
+        wmeta = {
+            "wfmt": WFMT_CODEBOOK, "k": fmt.k, "d": fmt.d, "index_bits": fmt.index_bits,
+            "layout": fmt.layout, "idx_per_row": plan.idx_per_row,
+            "codebook_addr": extra.pop("codebook_addr"), "codebook_bytes": fmt.k * fmt.d,
+            "footprint": fmt.footprint().to_dict()}
     return {
         "index": index, "name": op.name, "op": op.kind, "input": op.input, "output": op.output,
         "residual": op.residual,
+        "out_channels": op.out_channels, "in_channels": op.in_channels,
         "macs": macs, "ideal_cycles": math.ceil(macs / cfg.pes),
         "weight_bytes": w_bytes, "weight_addr": w_addr, "bias_addr": b_addr,
         "bias_bytes": b_bytes,
@@ -65,6 +80,7 @@ def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig
             "chunks": [list(c) for c in plan.chunks],
             "out_w": plan.OW,
         },
+        "weights": wmeta,
         **extra,
     }
 
@@ -92,12 +108,19 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
             raise CompileError(str(e)) from None
         if cfg.pe == "shift" and int(np.max(op.weight, initial=0)) >= 1 << (cfg.exp_bits + 2):
             raise CompileError(f"layer {op.name!r}: weight codes exceed the core's code width")
-        wb = conv_weight_bytes(op, cfg)
-        bb = conv_bias_bytes(op, cfg)
-        w_addr = mem.alloc(len(wb), wb)
-        b_addr = mem.alloc(len(bb), bb)
+        fmt = op.weight_format
         x, y = places[op.input], places[op.output]
         res = places[op.residual] if op.residual is not None else None
+        cb_addr = None
+        if fmt is None:
+            wb = conv_weight_bytes(op, cfg)
+            bb = conv_bias_bytes(op, cfg)
+            w_addr = mem.alloc(len(wb), wb)
+            b_addr = mem.alloc(len(bb), bb)
+        else:
+            # Codebook layers pack their index rows per chunk: addresses after the plan.
+            bb = conv_bias_bytes(op, cfg)
+            w_addr = b_addr = cb_addr = 0
         plan = plan_conv(op, x, y, cfg)
         alt = plan_conv(op, x, y, cfg, double_act=True)
         if alt.bands != plan.bands:
@@ -105,10 +128,18 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
             costs = []
             for cand in (plan, alt):
                 trial = Emitter(regs=dict(em.regs))
-                schedule_conv(trial, op, cand, cfg, x, y, w_addr, b_addr, index, res)
+                schedule_conv(trial, op, cand, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
                 costs.append(rough_cycles(trial.insns, cfg))
             plan = plan if costs[0] <= costs[1] else alt
-        extra = schedule_conv(em, op, plan, cfg, x, y, w_addr, b_addr, index, res)
+        if fmt is not None:
+            wb = codebook_weight_bytes(op, cfg, plan)
+            cbb = fmt.pack_codebook()
+            w_addr = mem.alloc(len(wb), wb)
+            b_addr = mem.alloc(len(bb), bb)
+            cb_addr = mem.alloc(len(cbb), cbb)
+        extra = schedule_conv(em, op, plan, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
+        if cb_addr is not None:
+            extra["codebook_addr"] = cb_addr
         layers.append(_layer_meta(index, op, plan, graph, cfg, len(wb), w_addr, b_addr,
                                   len(bb), extra))
     em.insns.append(Insn(Opcode.END, {}))

@@ -61,6 +61,7 @@ _MAX_FRAC = 40
 _GPTQ_ROWS = 32768     # calibration rows (im2col) used for a layer's input second moment
 _GPTQ_DAMP = 0.01      # diagonal damping, relative to the mean diagonal
 _GPTQ_ACT_ORDER = True  # round the inputs with the largest second moment first
+_GPTQ_BLOCK = 128      # columns per lazy-update block
 
 
 def act_frac(max_abs: float, cap: int | None = None) -> int:
@@ -170,6 +171,7 @@ class _Quantizer:
         self.weights, self.rounding, self.percentile = weights, rounding, percentile
         self.bias_correction = bias_correction
         self.gptq = gptq
+        self.gptq_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.eb = cfg.exp_bits
         self.emax = (1 << cfg.exp_bits) - 1
         self.limit = (1 << (cfg.acc_bits - 1)) - 1
@@ -230,7 +232,37 @@ class _Quantizer:
         calibration input (Frantar et al., GPTQ, 2023)."""
         w = lay.weight
         o = w.shape[0]
-        kh, kw = w.shape[2], w.shape[3]
+        if lay.name not in self.gptq_cache:
+            self.gptq_cache = {lay.name: self.gptq_factor(lay)}
+        u, perm, dead = self.gptq_cache[lay.name]
+        k = u.shape[0]
+        work = w.reshape(o, k).copy()
+        work[:, dead] = 0.0
+        work = work[:, perm]
+        codes = np.empty((o, k), np.int64)
+        scale = np.exp2(-wf.astype(np.float64))
+        for i1 in range(0, k, _GPTQ_BLOCK):     # blocked: the same result, BLAS-sized updates
+            i2 = min(i1 + _GPTQ_BLOCK, k)
+            blk = work[:, i1:i2].copy()
+            errs = np.zeros((o, i2 - i1))
+            for j in range(i2 - i1):
+                c, _ = nx.float_to_shift(blk[:, j:j + 1], self.eb, rounding=self.rounding,
+                                         w_frac=wf.reshape(-1, 1))
+                c = np.asarray(c, dtype=np.int64).reshape(-1)
+                codes[:, i1 + j] = c
+                q = nx.decode_shift(c, self.eb) * scale
+                err = (blk[:, j] - q) / u[i1 + j, i1 + j]
+                blk[:, j + 1:] -= np.outer(err, u[i1 + j, i1 + j + 1:i2])
+                errs[:, j] = err
+            work[:, i2:] -= errs @ u[i1:i2, i2:]
+        out = np.empty_like(codes)
+        out[:, perm] = codes
+        return out.reshape(w.shape)
+
+    def gptq_factor(self, lay: FLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Upper Cholesky factor of the damped inverse input second moment (permuted),
+        the column order and the inputs that are always zero."""
+        kh, kw = lay.weight.shape[2], lay.weight.shape[3]
         x = self.env[lay.input] * 2.0 ** -self.graph.tensors[lay.input].frac
         t, left, b, r = lay.padding
         xt = F.pad(torch.from_numpy(np.asarray(x, dtype=np.float64)), (left, r, t, b))
@@ -247,22 +279,7 @@ class _Quantizer:
         perm = np.argsort(-np.diag(h), kind="stable") if _GPTQ_ACT_ORDER else np.arange(k)
         h = h[np.ix_(perm, perm)]
         u = np.linalg.cholesky(np.linalg.inv(h)).T                # H^-1 = U^T U, U upper
-        work = w.reshape(o, k).copy()
-        work[:, dead] = 0.0
-        work = work[:, perm]
-        codes = np.empty((o, k), np.int64)
-        scale = np.exp2(-wf.astype(np.float64))
-        for i in range(k):
-            c, _ = nx.float_to_shift(work[:, i:i + 1], self.eb, rounding=self.rounding,
-                                     w_frac=wf.reshape(-1, 1))
-            c = np.asarray(c, dtype=np.int64).reshape(-1)
-            codes[:, i] = c
-            q = nx.decode_shift(c, self.eb) * scale
-            err = (work[:, i] - q) / u[i, i]
-            work[:, i + 1:] -= np.outer(err, u[i, i + 1:])
-        out = np.empty_like(codes)
-        out[:, perm] = codes
-        return out.reshape(w.shape)
+        return u, perm, dead
 
     def weights_of(self, lay: FLayer, in_frac: int, res_frac: int | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -341,7 +358,9 @@ class _Quantizer:
             bad = (bound > self.limit) | (np.abs(bias) > (1 << 31) - 1)
             if not bad.any() or not (bad & adjustable).any() or (bad & ~adjustable).any():
                 break
-            wf = wf - (bad & adjustable)
+            # halving a channel's scale roughly halves its bound: jump most of the way at once
+            step = np.ceil(np.log2(np.maximum(bound, 1) / self.limit)).astype(np.int64)
+            wf = wf - np.where(bad & adjustable, np.maximum(step, 1), 0)
             if src == "ptq":
                 codes, _ = self.ptq_codes(lay, wf)
             elif src == "identity":
@@ -349,8 +368,12 @@ class _Quantizer:
                 codes = np.asarray(codes, np.int64)
         if self.bias_correction and src == "ptq":
             bias_real = bias_real - self.bias_error(lay, codes, wf, in_frac)
-            bias = _round_half_up(bias_real * np.exp2((in_frac + wf).astype(np.float64)))
-            extra = np.abs(bias) + (_res_bound(res_shift) if lay.residual else 0)
+        w_int = np.asarray(nx.decode_shift(codes, self.eb), dtype=np.int64)
+        acc_frac = in_frac + wf
+        bias = _round_half_up(bias_real * np.exp2(acc_frac.astype(np.float64)))
+        res_shift = acc_frac - res_frac if lay.residual else np.zeros(o, np.int64)
+        extra = np.abs(bias) + (_res_bound(res_shift) if lay.residual else 0)
+        bound = nx.acc_bound(w_int, extra, act_bits=self.cfg.act_bits)
         what = f"layer {lay.name!r} ({lay.where})"
         nx.check_acc_fits(w_int, extra, acc_bits=self.cfg.acc_bits, act_bits=self.cfg.act_bits,
                           what=what)

@@ -9,9 +9,9 @@ import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import io, wiring
 from board_standin import StandInCore
+
 from shiftbook.boards import build as bb
 from shiftbook.boards.targets import TARGETS, TargetError, get_target
-
 from shiftbook.cli import main as cli_main
 
 YOSYS_STAT = """

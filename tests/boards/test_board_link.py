@@ -12,13 +12,13 @@ import random
 
 import pytest
 from board_standin import MARK_ID, StandInCore, standin_model
+
 from shiftbook.boards.sim_link import SimBoard
+from shiftbook.config import CoreConfig
 from shiftbook.hw import uart_proto as proto
 from shiftbook.hw.board_top import BoardSystem
 from shiftbook.hw.uart_proto import Cmd, Status
 from shiftbook.sw.host import Board, BoardError, BoardImage, Region, load_bundle_and_run
-
-from shiftbook.config import CoreConfig
 
 CFG = CoreConfig(bus_bytes=4, mem_words=256, mem_latency=3, name="link-test")
 STAGE = 8
@@ -198,7 +198,6 @@ def test_real_core_behind_the_link() -> None:
     """hw/core.py on the simulated board: a MARK/END program over the link (byte streams)."""
     pytest.importorskip("shiftbook.hw.core")
     from shiftbook.boards.targets import get_target
-
     from shiftbook.isa import Insn, Opcode, encode_program
 
     cfg = get_target("icebreaker").config

@@ -21,7 +21,8 @@ def _err(capsys):
     (["--method", "pq", "--k", "100000", "--d", "4"], "larger than the number of sub-vectors"),
     (["--method", "pq", "--k", "200", "--no-clamp"], "larger than the number of sub-vectors"),
     (["--method", "pq", "--preset", "huge"], "unknown PQ preset"),
-    (["--method", "kmeans", "--k", "512"], "larger than the number of weights (144)"),
+    (["--method", "kmeans", "--k", "200"], "larger than the number of weights (144)"),
+    (["--method", "kmeans", "--k", "512"], "k=512 must be in [2, max_k=256]"),
     (["--method", "deepshift-q", "--exp-bits", "9"], "exp_bits=9"),
     (["--method", "inq", "--data", "mnist"], "unknown data set"),
 ])

@@ -8,6 +8,7 @@ import random
 import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
+
 from shiftbook.hw.uart import UARTRx, UARTTx, uart_divisor
 
 

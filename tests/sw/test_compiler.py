@@ -20,7 +20,7 @@ SMALL = PRESETS["small"]
 
 
 def test_weight_rows_layout():
-    cfg = CoreConfig(rows=2, cols=3, bus_bytes=4)  # wbuf_row_bytes = 4: one pad byte per row
+    cfg = CoreConfig(rows=2, cols=3, bus_bytes=4, max_k=256)  # wbuf_row_bytes = 4: one pad byte
     layer = random_layer("conv", 2, 4, 3, seed=1, weights_dist="sparse")
     op = layer.op
     blob = np.frombuffer(conv_weight_bytes(op, cfg), np.uint8).reshape(2, 2 * 9, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from shiftbook.sw.estimate.energy import (
     EnergyError,
     format_comparison,
@@ -110,11 +111,10 @@ def test_bad_events() -> None:
 
 def test_events_from_compiled_layer() -> None:
     """Event counts of a compiled 2->3 channel 3x3 conv on a 4x4 input, by hand."""
+    from shiftbook.config import CoreConfig
     from shiftbook.sw.compiler import compile_graph
     from shiftbook.sw.estimate.energy import events_from_bundle
     from shiftbook.sw.reference import random_layer
-
-    from shiftbook.config import CoreConfig
 
     cfg = CoreConfig(rows=2, cols=4, bus_bytes=4, abuf_bytes=256, wbuf_rows=32, bbuf_rows=2,
                      obuf_bytes=64, mem_latency=3, mem_words=1024)
