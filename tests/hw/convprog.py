@@ -4,10 +4,10 @@ compiler in sw/): one channel group (cout <= cols), whole input in ACT, raster p
 from __future__ import annotations
 
 import numpy as np
-from shiftbook.sw import numerics
 
 from shiftbook.config import CoreConfig
 from shiftbook.isa import Buf, Insn, Mode, Opcode, Reg, encode_program
+from shiftbook.sw import numerics
 
 
 def _set(reg, v):

@@ -81,3 +81,34 @@ class ExtMemory:
                 pipe.append(new)
                 cycle += 1
         return proc
+
+
+def run_core(cfg, image: bytes, *, stall=None, max_cycles: int = 30000):
+    """Run a whole ``Core`` on a memory image under amaranth.sim until done/error.
+
+    Returns ``(ExtMemory, {"done", "error", "cycles", "marks"})``.
+    """
+    from shiftbook.hw.core import Core
+
+    dut = Core(cfg)
+    mem = ExtMemory(cfg.mem_words, cfg.bus_bytes, cfg.mem_latency, image, stall=stall)
+    result: dict = {}
+
+    async def tb(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        marks = []
+        for _ in range(max_cycles):
+            _, _, done, error, mv, mid, cyc = await ctx.tick().sample(
+                dut.done, dut.error, dut.mark_valid, dut.mark_id, dut.cycles)
+            if mv:
+                marks.append((mid, cyc))
+            if done or error:
+                break
+        result.update(done=ctx.get(dut.done), error=ctx.get(dut.error),
+                      cycles=ctx.get(dut.cycles), marks=marks)
+
+    run_sim(dut, tb, processes=[mem.process(dut)])
+    return mem, result
+

@@ -4,7 +4,6 @@ import random
 
 from shiftbook.hw.array import PEArray
 from shiftbook.hw.pe import pe_model
-
 from shiftbook.isa import Mode
 
 from .helpers import run_sim

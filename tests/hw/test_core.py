@@ -4,40 +4,18 @@ checked against sw/numerics computed in the test."""
 import dataclasses
 
 import pytest
-from shiftbook.hw.core import Core
 
 from shiftbook.config import PRESETS
+from shiftbook.hw.core import Core
 from shiftbook.isa import Insn, Mode, Opcode, encode_program
 
 from .convprog import conv_case
-from .helpers import ExtMemory, run_sim
+from .helpers import ExtMemory, run_core, run_sim
 
 TINY = dataclasses.replace(PRESETS["tiny"], abuf_bytes=512, wbuf_rows=64, bbuf_rows=4,
                            obuf_bytes=64, mem_words=4096)
 
 
-def run_core(cfg, image, *, stall=None, max_cycles=20000):
-    dut = Core(cfg)
-    mem = ExtMemory(cfg.mem_words, cfg.bus_bytes, cfg.mem_latency, image, stall=stall)
-    result = {}
-
-    async def tb(ctx):
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        marks = []
-        for _ in range(max_cycles):
-            _, _, done, error, mv, mid, cyc = await ctx.tick().sample(
-                dut.done, dut.error, dut.mark_valid, dut.mark_id, dut.cycles)
-            if mv:
-                marks.append((mid, cyc))
-            if done or error:
-                break
-        result.update(done=ctx.get(dut.done), error=ctx.get(dut.error),
-                      cycles=ctx.get(dut.cycles), marks=marks)
-
-    run_sim(dut, tb, processes=[mem.process(dut)])
-    return mem, result
 
 
 def _check(cfg, **kw):

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from shiftbook.config import PRESETS, CoreConfig
-from shiftbook.hw.core import Core
 from shiftbook.isa import WFMT_CODEBOOK, WFMT_RAW, Buf, Insn, Mode, Opcode, Reg, encode_program
 from shiftbook.sw import numerics
 from shiftbook.sw.weightfmt import index_bits, index_rows_per_wgt_row, pack_index_rows
 
-from .helpers import ExtMemory, run_sim
+from .helpers import run_core
 
 TINY = dataclasses.replace(PRESETS["tiny"], abuf_bytes=512, wbuf_rows=64, bbuf_rows=4,
                            obuf_bytes=64, mem_words=4096, max_k=16, max_d=9)
@@ -172,28 +171,6 @@ def codebook_conv(cfg: CoreConfig, *, cin: int, cout: int, h: int, w: int, kk: i
     return bytes(img), expected, info
 
 
-def run_core(cfg: CoreConfig, image: bytes, *, stall=None, max_cycles: int = 30000):
-    dut = Core(cfg)
-    mem = ExtMemory(cfg.mem_words, cfg.bus_bytes, cfg.mem_latency, image, stall=stall)
-    result: dict = {}
-
-    async def tb(ctx):
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        marks = []
-        for _ in range(max_cycles):
-            _, _, done, error, mv, mid, cyc = await ctx.tick().sample(
-                dut.done, dut.error, dut.mark_valid, dut.mark_id, dut.cycles)
-            if mv:
-                marks.append((mid, cyc))
-            if done or error:
-                break
-        result.update(done=ctx.get(dut.done), error=ctx.get(dut.error),
-                      cycles=ctx.get(dut.cycles), marks=marks)
-
-    run_sim(dut, tb, processes=[mem.process(dut)])
-    return mem, result
 
 
 def _functional():

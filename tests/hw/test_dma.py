@@ -3,9 +3,8 @@
 import dataclasses
 import random
 
-from shiftbook.hw.dma import DMA
-
 from shiftbook.config import PRESETS
+from shiftbook.hw.dma import DMA
 from shiftbook.isa import Buf
 
 from .helpers import ExtMemory, run_sim

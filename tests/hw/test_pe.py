@@ -3,10 +3,10 @@
 import random
 
 import pytest
-from shiftbook.hw.pe import MultPE, ShiftPE, pe_model
-from shiftbook.sw import numerics
 
+from shiftbook.hw.pe import MultPE, ShiftPE, pe_model
 from shiftbook.isa import Mode
+from shiftbook.sw import numerics
 
 from .helpers import run_sim
 

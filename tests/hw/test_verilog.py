@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from shiftbook.hw.verilog import generate_verilog
 
 from shiftbook.cli import main
 from shiftbook.config import PRESETS
+from shiftbook.hw.verilog import generate_verilog
 
 PORTS = {"clk": 1, "rst": 1, "start": 1, "busy": 1, "done": 1, "error": 1, "cmd_valid": 1,
          "cmd_ready": 1, "cmd_addr": 28, "cmd_we": 1, "cmd_wdata": 64, "rsp_valid": 1,

@@ -10,7 +10,6 @@ import pytest
 
 from shiftbook.config import PRESETS
 from shiftbook.sim.rtl import runner
-from shiftbook.sim.rtl.toolchain import ToolchainError, setup_verilator_env
 
 pytestmark = pytest.mark.rtl
 
@@ -24,17 +23,6 @@ LAYERS = {
     "conv-residual": dict(op="conv", cin=4, cout=4, kernel=3, stride=1, padding=None,
                           size=5, seed=6, residual=True),
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_core():
-    try:
-        setup_verilator_env()
-        from shiftbook.hw.verilog import generate_verilog  # noqa: F401
-        from shiftbook.sw.bundle import load_bundle  # noqa: F401
-    except (ToolchainError, ImportError) as e:
-        pytest.skip(str(e))
-    return runner.build(TINY)
 
 
 @pytest.mark.parametrize("name", list(LAYERS))

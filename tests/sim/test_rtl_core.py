@@ -27,16 +27,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_core():
-    try:
-        setup_verilator_env()
-        from shiftbook.hw.verilog import generate_verilog  # noqa: F401
-    except (ToolchainError, ImportError) as e:
-        pytest.skip(str(e))
-    return runner.build(TINY)  # once per session, cached on disk across sessions
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_conv_matches_reference_and_functional(tiny_core, name):
     from shiftbook.sim import functional
