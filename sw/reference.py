@@ -19,12 +19,12 @@ import torch.nn.functional as F
 
 from shiftbook.sw import numerics as nx
 from shiftbook.sw import weightfmt as wfm
-from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, TensorSpec
+from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, MaxPool2d, SumPool2d, TensorSpec
 from shiftbook.sw.weightfmt import CodebookWeights
 
 __all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
            "float_conv", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",
-           "default_block"]
+           "default_block", "random_pool"]
 
 WEIGHT_DISTS = ("normal", "zero", "extreme", "sparse")
 INPUT_DISTS = ("normal", "uniform", "extreme", "zero")
@@ -70,7 +70,8 @@ def run_graph(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarr
         if isinstance(op, Conv2d):
             env[op.output] = _run_conv(op, env)
         elif callable(getattr(op, "run", None)):
-            # Other op kinds carry their golden integer rule: ``run(*inputs) -> output``.
+            # Other op kinds (MaxPool2d, SumPool2d) carry their golden integer rule:
+            # ``run(*inputs) -> output``.
             env[op.output] = np.asarray(op.run(*(env[t] for t in op.inputs)), dtype=np.int64)
         else:
             raise IRError(f"reference: op kind {op.kind!r} has no golden implementation")
@@ -292,4 +293,31 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
         conv.with_codebook(fmt)
     g.add_op(conv)
     g.validate()
+    return RandomLayer(g, {"x": x})
+
+
+def random_pool(kind: str, c: int, h: int, w: int, kernel: tuple[int, int] = (2, 2),
+                stride: tuple[int, int] = (2, 2),
+                padding: tuple[int, int, int, int] = (0, 0, 0, 0), shift: int = 0, *,
+                seed: int = 0, frac: int = 6) -> RandomLayer:
+    """A seeded one-layer pooling graph ``x -> y`` (``kind`` ``max``: :class:`MaxPool2d`,
+    ``sum``: :class:`SumPool2d` with ``shift``) and a uniform int8 input that holds both
+    rails (-128 first, 127 last)."""
+    if kind not in ("max", "sum"):
+        raise IRError(f"unknown pooling kind {kind!r} (max or sum)")
+    rng = np.random.default_rng(seed)
+    g = Graph(inputs=["x"], outputs=["y"])
+    g.add_tensor(TensorSpec("x", (c, h, w), frac))
+    op: MaxPool2d | SumPool2d
+    if kind == "max":
+        op = MaxPool2d("pool", "x", "y", kernel=kernel, stride=stride, padding=padding)
+    else:
+        op = SumPool2d("pool", "x", "y", kernel=kernel, stride=stride, padding=padding,
+                       shift=shift)
+    oh, ow = op.out_hw((h, w))
+    g.add_tensor(TensorSpec("y", (c, oh, ow), frac - (shift if kind == "sum" else 0)))
+    g.add_op(op)
+    g.validate()
+    x = rng.integers(-128, 128, (c, h, w)).astype(np.int64)
+    x.flat[0], x.flat[-1] = -128, 127
     return RandomLayer(g, {"x": x})

@@ -28,7 +28,8 @@ from shiftbook.sw.compiler.conv import (
 )
 from shiftbook.sw.compiler.emitter import Emitter
 from shiftbook.sw.compiler.layout import MemoryImage, Placement, pack_tensor
-from shiftbook.sw.ir import Conv2d, Graph
+from shiftbook.sw.compiler.pool import plan_pool, pool_bias_bytes, pool_layer_meta, schedule_pool
+from shiftbook.sw.ir import Conv2d, Graph, MaxPool2d, SumPool2d
 from shiftbook.sw.weightfmt import RawWeights
 
 __all__ = ["CompiledProgram", "CompileError", "compile_graph"]
@@ -98,6 +99,15 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
     em = Emitter()
     layers = []
     for index, op in enumerate(graph.ops):
+        if isinstance(op, MaxPool2d | SumPool2d):
+            pplan = plan_pool(op, places[op.input], places[op.output], cfg)
+            bb = pool_bias_bytes(op, cfg)
+            b_addr = mem.alloc(len(bb), bb)
+            extra = schedule_pool(em, op, pplan, cfg, places[op.input], places[op.output],
+                                  b_addr, index)
+            layers.append(pool_layer_meta(index, op, pplan, cfg, op.macs(graph.tensors),
+                                          b_addr, len(bb), extra))
+            continue
         if not isinstance(op, Conv2d):
             raise CompileError(f"layer {op.name!r}: op kind {op.kind!r} is not supported yet")
         w_int = nx.decode_shift(op.weight, op.exp_bits)

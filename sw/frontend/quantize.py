@@ -24,6 +24,11 @@ Rules (docs/frontend.md):
   codes with the bias divided by ``m``: the channel computes its exact output times ``1/m``
   (a gain error, reported as ``gain``; the ReLU's zero crossing stays exact). Compress a
   BN-folded model (``fold_batchnorm``) to keep every code exactly.
+- **Codebook layers**: a kept codebook format is emitted on the IR op (``with_codebook``, the
+  compiler then stores indices + codebook, ``WFMT = 1``) after checking that its decoded codes
+  equal the op's codes and that the core can decode it (``max_k``, ``max_d``, block layout);
+  otherwise (a negative or zero folded scale, an undecodable codebook) the op stays raw shift
+  codes and ``Lowered.notes`` / the summary say why.
 - **Bias** at accumulator scale ``2**-(in.frac + w_frac[o])``, rounded half up.
 - **Residual** operands are aligned with ``res_shift[o] = acc_frac[o] - residual.frac``.
 - **Accumulator**: ``numerics.check_acc_fits`` with the bias and the largest aligned residual
@@ -45,6 +50,7 @@ import torch.nn.functional as F
 from shiftbook.config import CoreConfig
 from shiftbook.sw import numerics as nx
 from shiftbook.sw.ir import Conv2d, Graph, Linear, TensorSpec
+from shiftbook.sw.weightfmt import CodebookWeights, WeightFormatError
 
 from .errors import FrontendError
 from .netops import MaxPool2d, SumPool2d, conv_acc_batch, run_network, window_view
@@ -100,9 +106,14 @@ class Lowered:
     graph: the integer IR (``Conv2d``/``Linear`` + ``MaxPool2d``/``SumPool2d``).
     net: the float network it approximates (batch norm folded), for comparisons.
     config: the CoreConfig it was built for (``exp_bits``, ``acc_bits``).
-    formats: op name -> compressed format record whose codes the op keeps (a codebook's
-        ``codebook``/``indices`` for the compiler; the op's ``weight`` holds the same codes).
-    layers: one report dict per op (fracs, shifts, accumulator margin, weight source, gain).
+    formats: op name -> compressed codebook format record whose codes the op keeps (its
+        ``weight`` holds the same codes). Where the core can decode it, the op also carries it
+        (``with_codebook``: ``cb_k``/``cb_d``/``cb_codebook``/``cb_indices``, so the compiler
+        emits ``WFMT = 1``; ``op.weight_format`` is not None, ``layers[i]["wfmt"]`` says so).
+    layers: one report dict per op (fracs, shifts, accumulator margin, weight source,
+        ``wfmt``: ``"shift"`` or ``"codebook k=K d=D"``, gain).
+    notes: one line per codebook layer that could not stay a codebook (compiled as shift
+        codes: folding changed its codes, or the core cannot decode it), with the reason.
     """
 
     graph: Graph
@@ -110,6 +121,7 @@ class Lowered:
     config: CoreConfig
     formats: dict[str, Any] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def input(self) -> str:
@@ -136,15 +148,17 @@ class Lowered:
     def summary(self) -> str:
         """One line per op: kind, output shape and frac, weight source, shifts, headroom."""
         lines = [f"{'op':28s} {'kind':10s} {'output':>14s} {'frac':>5s} {'weights':>9s} "
-                 f"{'shift':>7s} {'acc headroom':>12s}"]
+                 f"{'format':>18s} {'shift':>7s} {'acc headroom':>12s}"]
         for op, rep in zip(self.graph.ops, self.layers, strict=True):
             t = self.graph.tensors[op.output]
             sh = rep.get("shift")
             shift = "" if sh is None else (f"{sh[0]}" if sh[0] == sh[1] else f"{sh[0]}-{sh[1]}")
             head = rep.get("acc_headroom_bits")
             lines.append(f"{op.name:28s} {op.kind:10s} {'x'.join(map(str, t.shape)):>14s} "
-                         f"{t.frac:5d} {rep.get('weights', ''):>9s} {shift:>7s} "
+                         f"{t.frac:5d} {rep.get('weights', ''):>9s} "
+                         f"{rep.get('wfmt', ''):>18s} {shift:>7s} "
                          f"{'' if head is None else f'{head:.1f} bits':>12s}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def logits(self, x: Any) -> np.ndarray:
@@ -185,6 +199,8 @@ class _Quantizer:
         self.graph = Graph(inputs=[net.input], outputs=list(net.outputs))
         self.env: dict[str, np.ndarray] = {}
         self.formats: dict[str, Any] = {}
+        self.cb_pending: dict[str, tuple[Any, bool, bool]] = {}
+        self.notes: list[str] = []
         self.report: list[dict[str, Any]] = []
 
     def top(self, v: np.ndarray) -> float:
@@ -310,12 +326,52 @@ class _Quantizer:
                                dtype=np.int64)
             wf = fx.w_frac.astype(np.int64) - k
             src = "format" if fx.fmt is not None else "detected"
-            if fx.fmt is not None and getattr(fx.fmt, "kind", "") == "codebook" \
-                    and not np.any(f < 0):
-                self.formats[lay.name] = fx.fmt
+            if codebook:
+                self.cb_pending[lay.name] = (fx.fmt, bool(np.any(f < 0)), bool(np.any(dead)))
             return codes, wf, lay.bias / m, m, src
         codes, wf = self.ptq_codes(lay, None)
         return codes, wf, lay.bias.copy(), ones, "ptq"
+
+    def attach_codebook(self, op: Conv2d) -> str:
+        """Emit a kept codebook format on ``op`` (``with_codebook``: the compiler stores it as
+        ``WFMT = 1``) when folding left its codes unchanged and the core can decode it; else
+        the op stays raw shift codes and a note says why. Returns the op's weight format
+        (``"shift"`` or ``"codebook k=K d=D"``)."""
+        pend = self.cb_pending.pop(op.name, None)
+        if pend is None:
+            return "shift"
+        rec, flipped, dead = pend
+        if not flipped:     # the codes are kept per weight (even if not as a codebook)
+            self.formats[op.name] = rec
+        why = None
+        cbw = None
+        try:
+            cbw = CodebookWeights.from_record(rec)
+            # the codes as the core sees them (exp_bits of the CoreConfig, as the weights)
+            zero, sign, e = nx.shift_fields(cbw.codebook, cbw.exp_bits)
+            book = np.asarray(nx.encode_shift(zero, sign, np.where(zero != 0, 0, e), self.eb),
+                              dtype=np.int64)
+            cbw = CodebookWeights(cbw.shape, cbw.k, cbw.d, self.eb, book, cbw.indices)
+            cbw.check_config(self.cfg.max_k, self.cfg.max_d, self.eb,
+                             what=f"layer {op.name!r}")
+        except (WeightFormatError, ValueError) as e:
+            why = str(e)
+        if why is None and flipped:
+            why = "a negative folded batch-norm scale flips code signs"
+        elif why is None and dead:
+            why = "a zero folded batch-norm scale zeroes a channel"
+        if why is None and cbw is not None:
+            dec = cbw.decode().reshape(op.weight.shape)
+            if not np.array_equal(dec, op.weight):
+                why = "folding changed the codes"
+        if why is not None or cbw is None:
+            self.notes.append(f"layer {op.name}: codebook format not kept ({why}); "
+                              f"compiled as shift codes")
+            return "shift"
+        op.with_codebook(cbw)
+        if not np.array_equal(op.weight, cbw.decode().reshape(op.weight.shape)):
+            raise FrontendError(f"layer {op.name}: decoded codebook differs from its codes")
+        return f"codebook k={cbw.k} d={cbw.d}"
 
     def bias_error(self, lay: FLayer, codes: np.ndarray, wf: np.ndarray,
                    in_frac: int) -> np.ndarray:
@@ -389,6 +445,7 @@ class _Quantizer:
                   bias=bias, shift=np.zeros(o, np.int64), w_frac=wf, relu=lay.relu,
                   stride=lay.stride, padding=lay.padding, residual=lay.residual,
                   res_shift=res_shift)
+        wfmt = self.attach_codebook(op)
         # calibrate the output scale on the integer network
         x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
@@ -417,7 +474,7 @@ class _Quantizer:
             "acc_bound": bound_max, "acc_headroom_bits": round(
                 math.log2(self.limit / max(1, bound_max)), 2),
             "gain": [round(float(gain.min()), 4), round(float(gain.max()), 4)],
-            "relu": lay.relu, "residual": lay.residual, "bn": lay.bn,
+            "relu": lay.relu, "residual": lay.residual, "bn": lay.bn, "wfmt": wfmt,
             "saturated": float(np.mean(np.abs(real * 2.0**out_frac) > 127.5)),
         })
 
@@ -455,4 +512,4 @@ def quantize_net(net: FloatNet, calib: Any, config: CoreConfig, *, weights: str 
     """Quantize a :class:`FloatNet` on float calibration images ``calib`` ``(N, C, H, W)``."""
     q = _Quantizer(net, calib, config, weights, rounding, percentile, bias_correction, gptq)
     graph = q.run()
-    return Lowered(graph, net, config, q.formats, q.report)
+    return Lowered(graph, net, config, q.formats, q.report, q.notes)

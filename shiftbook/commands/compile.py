@@ -1,0 +1,131 @@
+"""`shiftbook compile`: a model (built-in name, .pt2, `shiftbook compress` output) -> bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "compile"
+HELP = "lower a model to the integer IR, compile it for a core and write a program bundle"
+
+
+class CompileArgsError(ValueError):
+    """Bad command-line input for `shiftbook compile`."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="built-in model name (resnet8, resnet20, ...), a .pt2 file "
+                        "(torch.export.save) or a `shiftbook compress` output")
+    p.add_argument("--config", default=None,
+                   help="core config: a preset (tiny, small, base, small-k2048) or a JSON file "
+                        "(default small)")
+    p.add_argument("--calib", type=int, default=None, metavar="N",
+                   help="number of calibration images (default 32): the digits training set "
+                        "for a 1-channel 32x32 model, else seeded standard-normal images")
+    p.add_argument("--weights", default=None, metavar="CKPT",
+                   help="float checkpoint for a built-in model (default: seeded random weights)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of random weights and random calibration images (default 0)")
+    p.add_argument("-o", "--output", required=True, metavar="BUNDLE",
+                   help="bundle directory to write (replaced atomically)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def calibration_source(input_shape: tuple[int, int, int]) -> str:
+    """``"digits"`` for a 1-channel 32x32 model, else ``"random"``."""
+    return "digits" if tuple(input_shape) == (1, 32, 32) else "random"
+
+
+def compile_model(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Lower and compile ``args.model``; nothing is written. Returns (lowered, program,
+    config, info)."""
+    from shiftbook.config import load_config
+    from shiftbook.sw.compiler import compile_graph
+    from shiftbook.sw.frontend import (
+        DEFAULT_CALIB,
+        default_calibration,
+        load_source,
+        lower_source,
+    )
+
+    cfg = load_config(args.config)
+    n = DEFAULT_CALIB if args.calib is None else args.calib
+    if n < 1:
+        raise CompileArgsError(f"--calib must be a positive integer, not {n}")
+    model = str(args.model)
+    if args.weights is not None and (Path(model).suffix == ".pt2" or Path(model).is_file()):
+        raise CompileArgsError("--weights applies to a built-in model name only")
+    try:
+        src = load_source(model, weights=args.weights, seed=args.seed)
+    except (ValueError, RuntimeError, OSError, KeyError):
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. an unpickling error of a foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CompileArgsError(f"cannot read model {model}: {first}") from None
+    shape = src.input_shape
+    csrc = calibration_source(shape)
+    calib = default_calibration(shape, n, seed=args.seed, source=csrc)
+    low = lower_source(src, calib=calib, config=cfg, n_calib=n, seed=args.seed)
+    # The bundle's stored input: the first calibration image, quantized.
+    x0 = low.quantize_input(calib[:1])[0]
+    prog = compile_graph(low.graph, cfg, {low.input: x0})
+    info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
+            "seed": args.seed, "input_shape": list(shape)}
+    return low, prog, cfg, info
+
+
+def _fmt(lay: dict[str, Any]) -> str:
+    w = lay.get("weights") or {}
+    if lay.get("op") not in ("conv2d", "linear"):
+        return "-"
+    if w.get("wfmt") == 1:
+        return f"codebook k={w['k']} d={w['d']}"
+    return "shift"
+
+
+def summary(low: Any, prog: Any) -> list[dict[str, Any]]:
+    """One row per compiled layer: name, op, output shape, weight format, MACs, ideal cycles."""
+    rows = []
+    for lay in prog.layers:
+        t = low.graph.tensors[lay["output"]]
+        rows.append({"index": lay["index"], "name": lay["name"], "op": lay["op"],
+                     "input_shape": list(low.graph.tensors[lay["input"]].shape),
+                     "shape": list(t.shape), "format": _fmt(lay), "macs": int(lay["macs"]),
+                     "ideal_cycles": int(lay["ideal_cycles"]),
+                     "residual": lay.get("residual")})
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    from shiftbook.sw.bundle import write_bundle
+
+    low, prog, cfg, info = compile_model(args)
+    out = write_bundle(prog, low.graph, args.output)
+    rows = summary(low, prog)
+    rec = {**info, "bundle": str(Path(out).resolve()), "config": cfg.name,
+           "config_hash": cfg.hash, "instructions": len(prog.insns),
+           "memory_bytes": len(prog.memory), "macs": sum(r["macs"] for r in rows),
+           "ideal_cycles": prog.ideal_cycles, "layers": rows,
+           "notes": list(getattr(low, "notes", []))}
+    if args.json:
+        print(json.dumps(rec, sort_keys=True))
+        return 0
+    hdr = ("#", "layer", "op", "output", "format", "MACs", "ideal cycles")
+    table = [hdr] + [(str(r["index"]), r["name"], r["op"] + (" +res" if r["residual"] else ""),
+                      "x".join(map(str, r["shape"])), r["format"], str(r["macs"]),
+                      str(r["ideal_cycles"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(hdr))]
+    for row in table:
+        print("  ".join(c.rjust(w) if i in (0, 5, 6) else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    print(f"total: {len(rows)} layer(s), {rec['macs']} MACs, {rec['ideal_cycles']} ideal "
+          f"cycles on {cfg.name} ({cfg.rows}x{cfg.cols} PEs), {rec['instructions']} "
+          f"instructions, {rec['memory_bytes']} bytes of memory image")
+    for note in rec["notes"]:
+        print(f"note: {note}")
+    print(f"calibration: {info['calib_images']} {info['calibration']} image(s); "
+          f"bundle: {rec['bundle']}")
+    return 0

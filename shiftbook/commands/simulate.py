@@ -1,0 +1,102 @@
+"""`shiftbook simulate`: run a bundle at a level and compare every layer with golden."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "simulate"
+HELP = "run a program bundle at a level (golden, functional, rtl), every layer checked " \
+       "bit-exactly against golden"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from shiftbook.sim.network import LEVELS
+
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (`shiftbook compile -o`)")
+    p.add_argument("--level", default="functional",
+                   help=f"one of {', '.join(LEVELS)} (default functional)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", default=None, metavar="FILE.npy",
+                     help="input tensor (C, H, W) or (1, C, H, W): integers are int8 values, "
+                          "floats are quantized with the input's frac")
+    src.add_argument("--seed", type=int, default=None,
+                     help="seeded random int8 input (default: the input stored in the bundle)")
+    p.add_argument("--dump-dir", default=None, metavar="DIR",
+                   help="write every layer's tensor of both sides as .npy (DIR/golden/, "
+                        "DIR/<level>/)")
+    p.add_argument("--timeout-cycles", type=int, default=None,
+                   help="RTL cycle limit (default: the runner's)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shiftbook.sim.network import (
+        LEVELS,
+        SimulateError,
+        dump_tensors,
+        load_input,
+        random_input,
+        simulate_bundle,
+    )
+    from shiftbook.sw.bundle import load_bundle
+
+    if args.level not in LEVELS:
+        raise SimulateError(f"unknown --level {args.level!r} (one of {', '.join(LEVELS)})")
+    bundle = load_bundle(args.bundle)
+    in_name = bundle.manifest["inputs"][0]
+    place = bundle.tensors[in_name]
+    x = None
+    if args.input is not None:
+        x = load_input(args.input, place.shape, place.frac)
+    elif args.seed is not None:
+        x = random_input(place.shape, args.seed)
+
+    def note(msg: str) -> None:
+        print(f"[simulate] {msg}", file=sys.stderr, flush=True)
+
+    res = simulate_bundle(args.bundle, args.level, x=x,
+                          progress=None if args.json else note,
+                          rtl_progress=not args.json, timeout_cycles=args.timeout_cycles)
+    rec = res.record
+    rec["input_source"] = ("file" if args.input is not None else
+                           "seed" if args.seed is not None else "bundle")
+    if args.seed is not None:
+        rec["seed"] = args.seed
+    if args.dump_dir:
+        files = dump_tensors(res, bundle.layers, in_name, args.dump_dir)
+        rec["dump_dir"] = args.dump_dir
+        rec["dumped"] = len(files)
+    if args.json:
+        print(json.dumps(rec, sort_keys=True))
+    else:
+        _table(rec)
+    return 0 if rec["bit_exact"] else 1
+
+
+def _table(rec: dict) -> None:
+    hdr = ("#", "layer", "op", "output", "bit-exact", "cycles", "ideal", "util")
+    rows = [hdr]
+    for lay in rec["layers"]:
+        rows.append((str(lay["index"]), lay["name"], lay["op"],
+                     "x".join(map(str, lay["shape"])),
+                     "yes" if lay["bit_exact"] else f"NO ({lay['mismatches']})",
+                     "-" if lay["cycles"] is None else str(lay["cycles"]),
+                     str(lay["ideal_cycles"]),
+                     "-" if lay["utilization"] is None else f"{lay['utilization']:.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(hdr))]
+    for r in rows:
+        print("  ".join(c.rjust(w) if i in (0, 5, 6, 7) else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    src = "measured at the RTL MARKs" if rec["cycles_source"] == "rtl" else "estimated"
+    print(f"level {rec['level']} on {rec['config']}: {rec['cycles']} cycles ({src}), "
+          f"{rec['ideal_cycles']} ideal, utilization {rec['utilization']}, "
+          f"wall {rec['wall_s']} s")
+    if rec["bit_exact"]:
+        print(f"bit-exact: yes (every one of {len(rec['layers'])} layer(s))")
+    else:
+        print(f"bit-exact: NO, {rec['mismatches']} mismatching element(s); "
+              f"{rec['first_mismatch_text']}")
+    if rec.get("dump_dir"):
+        print(f"dumped {rec['dumped']} tensor(s) to {rec['dump_dir']}")

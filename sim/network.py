@@ -1,0 +1,241 @@
+"""Run a whole program bundle at one level and compare every layer with golden.
+
+``simulate_bundle(path, level, x=...)`` is what ``shiftbook simulate`` does: it writes the input
+into the bundle's input tensor (in memory only), runs the program at ``level``, reads every
+layer's output tensor back and compares it with the golden reference (``sw/reference.run_graph``
+on the bundle's IR) through :func:`shiftbook.sim.compare.compare_tensors`.
+
+Levels:
+
+``golden``
+    The IR run by a second executor (``sw/frontend.run_network``: batched float64 convolution
+    of integers) against ``sw/reference.run_graph``; cycles are the estimator's.
+``functional``
+    ``sim/functional.run_program`` on the memory image; per-layer cycles from
+    ``sw/estimate/cycles.estimate`` (the functional simulator's own total is reported too).
+``rtl``
+    The generated core under Verilator (``sim/rtl/runner``); per-layer cycles are measured
+    between the layers' ``MARK`` s (layer ``i`` ends with ``MARK i``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiftbook.sw import numerics as nx
+
+__all__ = ["LEVELS", "SimulateError", "NetworkRun", "load_input", "random_input",
+           "with_input", "simulate_bundle", "dump_tensors"]
+
+LEVELS = ("golden", "functional", "rtl")
+
+
+class SimulateError(ValueError):
+    """Bad input for a whole-bundle run (level, input file, shape, values)."""
+
+
+@dataclass
+class NetworkRun:
+    """The result of :func:`simulate_bundle`.
+
+    Members
+    -------
+    record: the JSON record (``bit_exact``, ``cycles``, ``layers``, ``first_mismatch``, ...).
+    expected, got: every tensor (name -> int64 ``(C, H, W)``) of golden and of the level.
+    """
+
+    record: dict[str, Any]
+    expected: dict[str, np.ndarray] = field(default_factory=dict)
+    got: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def random_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Seeded uniform int8 values of ``shape`` (``numpy.random.default_rng(seed)``)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(nx.ACT_MIN, nx.ACT_MAX + 1, size=tuple(shape), dtype=np.int64)
+
+
+def load_input(path: str | Path, shape: tuple[int, ...], frac: int) -> np.ndarray:
+    """An input tensor from a ``.npy`` file.
+
+    Integer arrays are the int8 values themselves; floating-point arrays are real values,
+    quantized with the input tensor's ``frac`` (``q = sat(floor(x * 2**frac + 1/2))``, the
+    frontend's input rule). A leading batch axis of 1 is dropped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SimulateError(f"input file {p} does not exist")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise SimulateError(f"cannot read {p} as a .npy array: {e}") from None
+    if a.ndim == len(shape) + 1 and a.shape[0] == 1:
+        a = a[0]
+    if tuple(a.shape) != tuple(shape):
+        raise SimulateError(f"input {p} has shape {tuple(a.shape)}, the bundle's input is "
+                            f"{tuple(shape)}")
+    if np.issubdtype(a.dtype, np.floating):
+        from shiftbook.sw.frontend import quantize_input
+
+        return np.asarray(quantize_input(a[None], frac)[0], dtype=np.int64)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise SimulateError(f"input {p} has dtype {a.dtype}, not an integer or float array")
+    a = a.astype(np.int64)
+    if a.size and (a.min() < nx.ACT_MIN or a.max() > nx.ACT_MAX):
+        raise SimulateError(f"input {p} has values in [{a.min()}, {a.max()}], outside int8 "
+                            f"(give float values to have them quantized)")
+    return a
+
+
+def with_input(bundle: Any, values: np.ndarray) -> bytes:
+    """The bundle's memory image with ``values`` written into its (single) input tensor."""
+    from shiftbook.sw.compiler.layout import pack_tensor
+
+    name = bundle.manifest["inputs"][0]
+    p = bundle.tensors[name]
+    data = pack_tensor(values, p).tobytes()
+    mem = bytearray(bundle.memory)
+    mem[p.addr:p.addr + len(data)] = data
+    return bytes(mem)
+
+
+def _progress(fn: Callable[[str], None] | None, msg: str) -> None:
+    if fn is not None:
+        fn(msg)
+
+
+def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None,
+                    progress: Callable[[str], None] | None = None,
+                    rtl_progress: bool = False,
+                    timeout_cycles: int | None = None) -> NetworkRun:
+    """Run the bundle at ``path`` at ``level`` on input ``x`` (default: the input stored in
+    the bundle) and compare every layer's output with golden.
+
+    ``progress`` receives one-line status messages; ``rtl_progress`` lets the RTL simulator
+    print its MARKs as they arrive (on stdout).
+    """
+    from shiftbook.sim.compare import compare_tensors
+    from shiftbook.sw.bundle import load_bundle
+    from shiftbook.sw.estimate.cycles import estimate
+    from shiftbook.sw.reference import run_graph
+
+    if level not in LEVELS:
+        raise SimulateError(f"unknown level {level!r} (one of {', '.join(LEVELS)})")
+    t0 = time.monotonic()
+    bundle = load_bundle(path)
+    cfg = bundle.config
+    if len(bundle.manifest["inputs"]) != 1:
+        raise SimulateError(f"bundle {path} has {len(bundle.manifest['inputs'])} inputs; "
+                            f"only single-input networks can be simulated")
+    in_name = bundle.manifest["inputs"][0]
+    if x is None:
+        x = bundle.inputs()[in_name]
+    x = np.asarray(x, dtype=np.int64)
+    memory = with_input(bundle, x)
+    graph = bundle.graph()
+    layers = sorted(bundle.layers, key=lambda d: d["index"])
+
+    _progress(progress, f"golden: {len(graph.ops)} op(s)")
+    expected = run_graph(graph, {in_name: x})
+    est = estimate(bundle)
+    est_by_mark = {lay.mark: lay.cycles for lay in est.layers}
+
+    extra: dict[str, Any] = {}
+    layer_cycles: dict[int, int]
+    if level == "golden":
+        from shiftbook.sw.frontend import run_network
+
+        got = run_network(graph, {in_name: x})
+        cycles, source = est.total, "estimate"
+        layer_cycles = dict(est_by_mark)
+    elif level == "functional":
+        from shiftbook.sim.functional import run_program
+
+        _progress(progress, f"functional: {len(bundle.program)} instruction(s)")
+        res = run_program(cfg, memory)
+        got = bundle.read_tensors(res.memory)
+        cycles, source = est.total, "estimate"
+        layer_cycles = dict(est_by_mark)
+        extra["functional_cycles"] = int(res.cycles)
+    else:
+        from shiftbook.sim.rtl.runner import run_image
+
+        _progress(progress, f"rtl: building/running the {cfg.name} core "
+                            f"(estimated {est.total} cycles)")
+        res = run_image(cfg, memory, progress=rtl_progress, timeout_cycles=timeout_cycles)
+        got = bundle.read_tensors(res.memory)
+        cycles, source = int(res.cycles), "rtl"
+        layer_cycles = {}
+        prev = 0
+        for mark, at in res.marks:
+            layer_cycles[int(mark)] = int(at) - prev
+            prev = int(at)
+        extra["estimate_cycles"] = int(est.total)
+        extra["rtl_wall_s"] = round(res.wall_s, 3)
+    cmp = compare_tensors(layers, expected, got)
+    per = {d["index"]: d for d in cmp.layers}
+    recs = []
+    for lay in layers:
+        i = lay["index"]
+        c = per[i]
+        cyc = layer_cycles.get(i)
+        ideal = int(lay["ideal_cycles"])
+        rec = {"index": i, "name": lay["name"], "op": lay["op"], "tensor": lay["output"],
+               "shape": list(bundle.tensors[lay["output"]].shape),
+               "bit_exact": c["mismatches"] == 0, "mismatches": c["mismatches"],
+               "cycles": cyc, "ideal_cycles": ideal, "macs": int(lay["macs"]),
+               "utilization": round(ideal / cyc, 4) if cyc else None}
+        if level == "rtl":
+            rec["estimate_cycles"] = est_by_mark.get(i)
+        recs.append(rec)
+    ideal_total = sum(int(lay["ideal_cycles"]) for lay in layers)
+    record = {
+        "bit_exact": cmp.bit_exact,
+        "mismatches": cmp.mismatches,
+        "first_mismatch": cmp.to_dict()["first_mismatch"],
+        "level": level,
+        "cycles": int(cycles),
+        "cycles_source": source,
+        "ideal_cycles": ideal_total,
+        "utilization": round(ideal_total / cycles, 4) if cycles else None,
+        "config": cfg.name,
+        "config_hash": cfg.hash,
+        "bundle": str(Path(path).resolve()),
+        "input": in_name,
+        "input_shape": list(x.shape),
+        "instructions": int(bundle.manifest["program"]["instructions"]),
+        "wall_s": 0.0,
+        **extra,
+        "layers": recs,
+    }
+    if not cmp.bit_exact and cmp.first is not None:
+        record["first_mismatch_text"] = str(cmp.first)
+    record["wall_s"] = round(time.monotonic() - t0, 3)
+    return NetworkRun(record, expected, got)
+
+
+def dump_tensors(run: NetworkRun, layers: list[dict[str, Any]], input_name: str,
+                 out: str | Path) -> list[Path]:
+    """Write the input and every layer's output of both sides as ``.npy``:
+    ``OUT/golden/<tensor>.npy`` and ``OUT/<level>/<tensor>.npy`` (the level's side; at the
+    golden level ``OUT/golden-check/``). Tensor names with ``/`` become ``_``."""
+    out = Path(out)
+    level = run.record["level"]
+    sides = {"golden": run.expected, "golden-check" if level == "golden" else level: run.got}
+    names = [input_name] + [lay["output"] for lay in sorted(layers, key=lambda d: d["index"])]
+    written = []
+    for side, tensors in sides.items():
+        d = out / side
+        d.mkdir(parents=True, exist_ok=True)
+        for n in names:
+            if n in tensors:
+                p = d / f"{n.replace('/', '_')}.npy"
+                np.save(p, np.asarray(tensors[n], dtype=np.int64))
+                written.append(p)
+    return written
