@@ -111,7 +111,8 @@ class _Dma:
     def __init__(self, cfg: CoreConfig, port: _Port) -> None:
         self.cfg = cfg
         self.port = port
-        self.pending: tuple[int, int, bool] | None = None   # (accept cycle, words, store)
+        # (accept cycle, words, store, codebook block size CB_D or 0 for a plain transfer)
+        self.pending: tuple[int, int, bool, int] | None = None
         self.write_from: int | None = None   # a store's last write goes out from this cycle
         self.ready = 0      # first cycle a new instruction can be accepted
         self.free = 0       # first cycle busy is low (without a pending write)
@@ -129,14 +130,18 @@ class _Dma:
         """The first cycle the walker accepts a new instruction."""
         if self.pending is None:
             return self.ready
-        c, n, store = self.pending
+        c, n, store, cbd = self.pending
         self.pending = None
         if n == 0:
             self.ready = max(self.ready, c + 1)
             self.free = max(self.free, c + 1)
             return self.ready
         w = self._leftover()     # a pending write goes before any new request
-        if store:
+        if cbd:
+            last = self._load_cb(max(c + 1, w + 1), n, cbd)
+            self.ready = last + 1
+            self.free = max(self.free, last + 1)
+        elif store:
             # OUT read one cycle ahead of each write; the walker is released the cycle after
             # the (n-1)-th write is accepted; the n-th write is left pending.
             first = max(c + 2, w + 1)
@@ -150,14 +155,36 @@ class _Dma:
             self.free = max(self.free, last + self.cfg.mem_latency + 1)
         return self.ready
 
+    def _load_cb(self, start: int, n: int, cbd: int) -> int:
+        """LOAD CB from ``start``: the cycle of the codebook writer's last word (hw/dma.py).
+
+        Read ``k`` goes out on a free port cycle once fewer than ``mem_latency + 2`` words are
+        read and not yet written (``>= pop[k - depth] + 1``); its response is in the word
+        queue ``mem_latency + 1`` cycles after the request; the writer takes one cycle per
+        codeword a word touches and pops the word in its last one."""
+        B = self.cfg.bus_bytes
+        L = self.cfg.mem_latency
+        depth = L + 2
+        pops: list[int] = []
+        req = start - 1
+        for k in range(n):
+            x = req + 1
+            if k >= depth:
+                x = max(x, pops[k - depth] + 1)
+            req = self.port.nth_free(x, 1)
+            segs = (k * B + B - 1) // cbd - (k * B) // cbd + 1
+            begin = max(req + L + 1, pops[-1] + 1 if pops else 0)
+            pops.append(begin + segs - 1)
+        return pops[-1]
+
     def resolve_free(self) -> int:
         """The first cycle DMA busy is low."""
         self.resolve_ready()
         self._leftover()
         return self.free
 
-    def issue(self, c: int, words: int, store: bool) -> None:
-        self.pending = (c, words, store)
+    def issue(self, c: int, words: int, store: bool, cbd: int = 0) -> None:
+        self.pending = (c, words, store, cbd)
         self.free = max(self.free, c + 1)
 
 
@@ -258,7 +285,6 @@ def estimate_program(cfg: CoreConfig, insns: list[Insn],
         return max(last + 1, prev_cons, prev_move + 1)
 
     approx: set[str] = set()
-    cb_buf = getattr(Buf, "CB", None)
     marks: list[tuple[int, int]] = []
     seg_steps = seg_words = seg_insns = 0
     layers: list[LayerCycles] = []
@@ -278,10 +304,11 @@ def estimate_program(cfg: CoreConfig, insns: list[Insn],
             fetch()
             c = max(r, dma.resolve_ready())
             words = insn.args["words"] * insn.args["runs"]
-            if cb_buf is not None and insn.args["buf"] == cb_buf:
-                approx.add("LOAD CB: the codebook writer's cycles are not modelled "
-                           "(timed as a plain LOAD)")
-            dma.issue(c, words, op == Opcode.STORE)
+            cbd = 0
+            if op == Opcode.LOAD and insn.args["buf"] == Buf.CB:
+                cbd = regs.get(Reg.CB_D, 0)
+                cbd = cfg.max_d if cbd <= 0 or cbd > cfg.max_d else cbd
+            dma.issue(c, words, op == Opcode.STORE, cbd)
             seg_words += words
         elif op == Opcode.COMPUTE:
             c = max(r, cu.slot_free)
