@@ -7,7 +7,8 @@
    codes, calibrated power-of-two scales), compiled for the `small` core (4x8 PEs) and run at
    the functional and RTL levels; every layer's tensor is compared with golden and per-layer
    cycles are printed.
-3. The cycle model's per-layer estimate of the same bundle, the core's Verilog, and the
+3. The cycle model's per-layer estimate of the same bundle, an HTML report with energy per
+   inference against int8 MAC and fp32 designs (out/demo/report/), the core's Verilog, and the
    Verilog + constraints for the default board (ULX3S-85F).
 
 Outputs go to out/demo/.
@@ -71,6 +72,8 @@ def main() -> int:
 
     _banner("3/3 estimates and Verilog")
     if cli(["estimate", str(bundle)]) != 0:
+        return 1
+    if cli(["report", str(bundle), "-o", str(OUT / "report")]) != 0:
         return 1
     if cli(["verilog", "--config", CONFIG, "-o", str(OUT / "verilog")]) != 0:
         return 1

@@ -19,12 +19,19 @@ the gateware (hw/controller.py, hw/dma.py, hw/compute.py; docs/hw.md):
   draining tile's last step waits while the previous drain has more than 4 rows to shift),
   busy until the pipeline (4 cycles) and the drain (``npix + 9`` cycles after the last step)
   are empty.
+* **LOAD CB**: reads as a LOAD, throttled to ``mem_latency + 2`` words ahead of the codebook
+  writer, which takes one cycle per codeword a word touches; the next instruction is
+  accepted the cycle after the writer's last word.
+* **Codebook tiles** (``WFMT = 1``): the index fetcher claims a tile when it is done with the
+  previous one; the decoder's first code is 2 cycles after the first index; a cut-short last
+  block is flushed (2 bubbles before the next tile), a ``CB_D``/``CB_K`` change waits for the
+  active tile to leave, a raw tile's WGT reads delay the fetcher.
 * **SYNC / END** wait for the masked units' busy to fall; **MARK** reports the cycle.
 
 Measured against the RTL (bench/bench_cycle_model.py, tests/sw/test_cycles.py) the model is
 cycle-exact on every layer of the corpus, ResNet-8/20 conv layers included, with memory that
-never stalls (see docs/estimates.md); memory back-pressure and codebook weight formats are
-not modelled (``CycleEstimate.approximate`` names the latter when a program uses them).
+never stalls, and on codebook programs (pq ResNet-8, codebook micro programs; see
+docs/estimates.md); memory back-pressure is not modelled.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiftbook.config import CoreConfig
-from shiftbook.isa import INSN_BYTES, Buf, Insn, Opcode, Reg
+from shiftbook.isa import INSN_BYTES, WFMT_CODEBOOK, Buf, Insn, Mode, Opcode, Reg
 
 __all__ = ["CycleEstimate", "LayerCycles", "estimate", "estimate_program", "compare_marks"]
 
@@ -198,17 +205,50 @@ class _Compute:
         self.last_emit = -10    # last step cycle of the latest tile
         self.drain_ok = -10     # first cycle a draining tile's last step may be accepted
         self.free = 0           # first cycle busy is low
+        # Codebook tiles (WFMT = 1): the index fetcher and the decoder (hw/compute.py).
+        self.f_done = -10       # the fetcher's last step of the latest codebook tile
+        self.dec_ok = -10       # first cycle the decoder takes the next tile's first index
+        self.prev: tuple[int, int] | None = None    # (CB_D, CB_K) of the previous tile if
+        self.prev_emit = -10                        # codebook, and its last step
 
-    def issue(self, c: int, steps: int, drain: bool, npix: int) -> None:
+    def issue(self, c: int, steps: int, drain: bool, npix: int,
+              cb: tuple[int, int] | None = None) -> None:
+        """COMPUTE accepted at ``c``; ``cb``: (effective CB_D, CB_K) of a codebook tile."""
         take = max(c + self.walk + 1, self.last_emit)
+        if cb is None:
+            e = take + steps
+            e_ns = e
+        else:
+            d = cb[0]
+            # the fetcher claims the tile once it is in the slot and done with the previous
+            # tile; a tile with another CB_D/CB_K waits until the active one has left
+            claim = max(c + 1, self.f_done)
+            if self.prev is not None and self.prev != cb:
+                claim = max(claim, self.prev_emit + 1)
+            push = max(claim + 1, self.dec_ok)   # first index into the decoder
+            if self.prev is None and claim - 1 <= self.prev_emit:
+                push = max(push, self.prev_emit + 3)   # a raw tile's WGT reads go first
+            take = max(take, claim + 1)
+            first = max(take + 1, push + 2)      # the decoder's latency is 2
+            e_ns = first + steps - 1
+            nb = -(-steps // d)
+            rest = steps - (nb - 1) * d
+            push_last = push if nb == 1 else first + (nb - 1) * d - 2
+            self.f_done = push_last + rest - 1
+            e = e_ns
         self.slot_free = take + 1
-        e = take + steps
         if drain:
             e = max(e, self.drain_ok)
             self.drain_ok = e + max(4, npix)
             self.free = max(self.free, e + npix + DRAIN_TAIL)
         self.free = max(self.free, e + PIPE)
         self.last_emit = e
+        if cb is not None:
+            # a block cut short is flushed with the last step: the next index goes in a
+            # cycle later; a full last block takes it as its last code is loaded
+            self.dec_ok = e + 1 if rest < cb[0] else e_ns - 1
+        self.prev = cb
+        self.prev_emit = e
 
 
 def estimate_program(cfg: CoreConfig, insns: list[Insn],
@@ -314,10 +354,11 @@ def estimate_program(cfg: CoreConfig, insns: list[Insn],
             c = max(r, cu.slot_free)
             steps = (max(1, regs.get(Reg.NCH, 1)) * max(1, regs.get(Reg.KH, 1))
                      * max(1, regs.get(Reg.KW, 1)))
-            cu.issue(c, steps, bool(insn.args["drain"]), insn.args["npix"])
-            if regs.get(Reg.WFMT, 0) != 0:
-                approx.add("COMPUTE with a codebook weight format: decoder stalls are not "
-                           "modelled (timed as raw codes)")
+            cb = None
+            if regs.get(Reg.WFMT, 0) == WFMT_CODEBOOK and regs.get(Reg.MODE, 0) == Mode.MAC:
+                d = regs.get(Reg.CB_D, 0)
+                cb = (cfg.max_d if d <= 0 or d > cfg.max_d else d, regs.get(Reg.CB_K, 0))
+            cu.issue(c, steps, bool(insn.args["drain"]), insn.args["npix"], cb)
             seg_steps += steps
         elif op in (Opcode.SYNC, Opcode.END):
             mask = insn.args.get("mask", 3) if op == Opcode.SYNC else 3
