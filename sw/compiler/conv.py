@@ -65,6 +65,29 @@ def _up(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
+def out_band_limit(name: str, y: Placement, cfg: CoreConfig) -> tuple[int, int]:
+    """OUT slots per bank and the most output rows a band may hold: two slots if a band of at
+    least one output row fits half of OUT, else one (refused if not even one row fits)."""
+    n_out, bo_max = 2, (cfg.obuf_bytes // 2) // y.pitch
+    if bo_max == 0:
+        n_out, bo_max = 1, cfg.obuf_bytes // y.pitch
+    if bo_max == 0:
+        raise CompileError(f"layer {name!r}: an output row of {y.pitch} bytes does not fit "
+                           f"the {cfg.obuf_bytes}-byte output buffer")
+    return n_out, bo_max
+
+
+def input_bands(bands: list[tuple[int, int]], H: int, KH: int, sy: int,
+                pt: int) -> list[tuple[int, int]]:
+    """Input rows ``[lo, hi)`` that each output band ``[o0, o1)`` reads (padding excluded)."""
+    out = []
+    for o0, o1 in bands:
+        lo = max(0, o0 * sy - pt)
+        hi = min(H, (o1 - 1) * sy - pt + KH)
+        out.append((lo, max(lo, hi)))
+    return out
+
+
 @dataclass
 class ConvPlan:
     name: str
@@ -141,14 +164,7 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
     B = cfg.bus_bytes
     groups = -(-O // cfg.cols)
 
-    # OUT: two slots per bank if a band of at least one output row fits half of it.
-    n_out = 2
-    bo_max = (cfg.obuf_bytes // 2) // y.pitch
-    if bo_max == 0:
-        n_out, bo_max = 1, cfg.obuf_bytes // y.pitch
-    if bo_max == 0:
-        raise CompileError(f"layer {op.name!r}: an output row of {y.pitch} bytes does not fit "
-                           f"the {cfg.obuf_bytes}-byte output buffer")
+    n_out, bo_max = out_band_limit(op.name, y, cfg)
 
     def in_rows(bo: int) -> int:
         return min(H, (bo - 1) * sy + KH)
@@ -164,11 +180,7 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
         if 2 * C * in_rows(bo2) * x.pitch <= cfg.abuf_bytes and bo2 * OW >= cfg.rows:
             bo = bo2
     bands = [(o0, min(OH, o0 + bo)) for o0 in range(0, OH, bo)]
-    band_in = []
-    for o0, o1 in bands:
-        lo = max(0, o0 * sy - pt)
-        hi = min(H, (o1 - 1) * sy - pt + KH)
-        band_in.append((lo, max(lo, hi)))
+    band_in = input_bands(bands, H, KH, sy, pt)
     max_rows = max(1, max(hi - lo for lo, hi in band_in))
     a_plane = max_rows * x.pitch
     act_ch = cfg.abuf_bytes // a_plane

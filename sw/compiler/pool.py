@@ -25,7 +25,15 @@ from typing import Any
 from shiftbook.config import CoreConfig
 from shiftbook.isa import WFMT_RAW, Buf, Insn, Mode, Opcode, Reg, SyncMask
 from shiftbook.sw import numerics as nx
-from shiftbook.sw.compiler.conv import MAX_WORDS, CompileError, _dma_cycles, dma_pieces
+from shiftbook.sw.compiler.conv import (
+    MAX_WORDS,
+    CompileError,
+    _dma_cycles,
+    _up,
+    dma_pieces,
+    input_bands,
+    out_band_limit,
+)
 from shiftbook.sw.compiler.emitter import Emitter, Slot
 from shiftbook.sw.compiler.layout import Placement
 from shiftbook.sw.ir import MaxPool2d, SumPool2d
@@ -33,10 +41,6 @@ from shiftbook.sw.ir import MaxPool2d, SumPool2d
 __all__ = ["PoolPlan", "plan_pool", "pool_bias_bytes", "schedule_pool", "pool_layer_meta"]
 
 PoolOp = MaxPool2d | SumPool2d
-
-
-def _up(v: int, m: int) -> int:
-    return -(-v // m) * m
 
 
 @dataclass
@@ -93,13 +97,7 @@ def plan_pool(op: PoolOp, x: Placement, y: Placement, cfg: CoreConfig) -> PoolPl
     groups = -(-C // cfg.cols)
     gch = min(C, cfg.cols)
 
-    n_out = 2
-    bo_max = (cfg.obuf_bytes // 2) // y.pitch
-    if bo_max == 0:
-        n_out, bo_max = 1, cfg.obuf_bytes // y.pitch
-    if bo_max == 0:
-        raise CompileError(f"layer {op.name!r}: an output row of {y.pitch} bytes does not fit "
-                           f"the {cfg.obuf_bytes}-byte output buffer")
+    n_out, bo_max = out_band_limit(op.name, y, cfg)
 
     def in_rows(bo: int) -> int:
         return min(H, (bo - 1) * sy + KH)
@@ -109,11 +107,7 @@ def plan_pool(op: PoolOp, x: Placement, y: Placement, cfg: CoreConfig) -> PoolPl
     while bo > 1 and gch * in_rows(bo) * x.pitch > half:
         bo -= 1
     bands = [(o0, min(OH, o0 + bo)) for o0 in range(0, OH, bo)]
-    band_in = []
-    for o0, o1 in bands:
-        ilo = max(0, o0 * sy - pt)
-        ihi = min(H, (o1 - 1) * sy - pt + KH)
-        band_in.append((ilo, max(ilo, ihi)))
+    band_in = input_bands(bands, H, KH, sy, pt)
     max_rows = max(1, max(b - a for a, b in band_in))
     a_plane = max_rows * x.pitch
     per = half // a_plane or cfg.abuf_bytes // a_plane
