@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-boards clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# ULX3S-85F and iCEBreaker bitstreams with utilization and Fmax (CI runs it; 10-30 min).
+bench-boards: $(STAMP)
+	$(BIN)/python bench/bench_boards.py
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -6,6 +6,12 @@ RTL (Verilator); the measured cycles and MARKs are cached in build/cycle_model/r
 the memory image and the Verilator build), so a second run only re-evaluates the model.
 
     .venv/bin/python bench/bench_cycle_model.py [--only NAME_SUBSTRING] [--no-rtl]
+        [--stall-pct P [--stall-seed S]]
+
+With ``--stall-pct P`` the RTL's external memory refuses requests on P % of cycles (seeded
+xorshift, ``sim/rtl/extmem.v``) and the model runs with the same expected stall rate; the
+JSON goes to ``bench/out/cycle_model_stall<P>.json`` and also lists the no-stall model's
+error against the stalled RTL.
 """
 
 from __future__ import annotations
@@ -178,23 +184,27 @@ def _bundle(case: Case) -> Path:
     return bdir
 
 
-def rtl_measure(bdir: Path, *, run: bool = True) -> dict | None:
+def rtl_measure(bdir: Path, *, run: bool = True, stall_pct: int = 0,
+                stall_seed: int = 1) -> dict | None:
     """The RTL result of the bundle in ``bdir`` ({"cycles", "marks"}), cached and keyed by
-    the memory image and the Verilator build (a gateware change re-runs it); with
-    ``run=False`` only a cache entry (of any build) is returned, or None."""
+    the memory image, the memory's stall setting and the Verilator build (a gateware change
+    re-runs it); with ``run=False`` only a cache entry (of any build) is returned, or None."""
     mem_hash = hashlib.sha256((bdir / "memory.bin").read_bytes()).hexdigest()[:16]
-    cache = CACHE / "rtl" / f"{mem_hash}.json"
+    stall = f"_stall{stall_pct}_{stall_seed}" if stall_pct else ""
+    cache = CACHE / "rtl" / f"{mem_hash}{stall}.json"
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     if not run:
         return cached if cached.get("memory_sha") == mem_hash else None
-    from shiftbook.sim.rtl.runner import build, run_bundle
+    from shiftbook.sim.rtl.runner import build, run_image
     from shiftbook.sw.bundle import load_bundle
 
-    build_key = build(load_bundle(bdir).config).name
+    b = load_bundle(bdir)
+    build_key = build(b.config).name
     if cached.get("memory_sha") == mem_hash and cached.get("build") == build_key:
         return cached
     t0 = time.monotonic()
-    res = run_bundle(bdir)
+    res = run_image(b.config, b.memory, stall_seed=stall_seed if stall_pct else None,
+                    stall_pct=stall_pct)
     d = {"memory_sha": mem_hash, "build": build_key, "cycles": int(res.cycles),
          "marks": [[int(i), int(c)] for i, c in res.marks], "wall_s": time.monotonic() - t0}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -202,12 +212,12 @@ def rtl_measure(bdir: Path, *, run: bool = True) -> dict | None:
     return d
 
 
-def compare(bdir: Path, rtl: dict) -> dict:
+def compare(bdir: Path, rtl: dict, stall: float = 0.0) -> dict:
     from shiftbook.sw.bundle import load_bundle
     from shiftbook.sw.estimate.cycles import compare_marks, estimate
 
     b = load_bundle(bdir)
-    est = estimate(b)
+    est = estimate(b, stall=stall)
     return compare_marks(est, rtl["cycles"], [tuple(m) for m in rtl["marks"]])
 
 
@@ -217,28 +227,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-rtl", action="store_true", help="use cached RTL results only")
     ap.add_argument("--bundle", action="append", default=[], metavar="DIR",
                     help="also validate this bundle (e.g. a whole network; repeatable)")
+    ap.add_argument("--stall-pct", type=int, default=0, metavar="P",
+                    help="RTL memory stalls on P%% of cycles; the model uses the same rate")
+    ap.add_argument("--stall-seed", type=int, default=1, metavar="S")
     args = ap.parse_args(argv)
     rows = []
-    worst = 0.0
-    print(f"{'layer':34s} {'segment':>8s} {'model':>9s} {'RTL':>9s} {'error %':>8s}")
+    worst = worst0 = 0.0
+    stall = args.stall_pct / 100
+    extra = f" {'no-stall %':>10s}" if args.stall_pct else ""
+    if args.stall_pct:
+        print(f"RTL memory stalls on {args.stall_pct}% of cycles (seed {args.stall_seed}); "
+              f"model at the same expected rate (no-stall: the model without it)")
+    print(f"{'layer':34s} {'segment':>8s} {'model':>9s} {'RTL':>9s} {'error %':>8s}{extra}")
     todo: list[tuple[str, str, Path]] = [
         (case.name, case.config, _bundle(case)) for case in CORPUS if args.only in case.name]
     todo += [(Path(b).name, "bundle", Path(b)) for b in args.bundle]
     for name, config, bdir in todo:
-        rtl = rtl_measure(bdir, run=not args.no_rtl)
+        rtl = rtl_measure(bdir, run=not args.no_rtl, stall_pct=args.stall_pct,
+                          stall_seed=args.stall_seed)
         if rtl is None:
             print(f"{name:34s} (no cached RTL result)")
             continue
-        cmp = compare(bdir, rtl)
-        for seg in cmp["segments"]:
+        cmp = compare(bdir, rtl, stall)
+        cmp0 = compare(bdir, rtl) if args.stall_pct else cmp
+        for seg, seg0 in zip(cmp["segments"], cmp0["segments"], strict=True):
+            e0 = f" {seg0['error_pct']:+10.2f}" if args.stall_pct else ""
             print(f"{name:34s} {seg['name']:>8s} {seg['model']:9d} {seg['rtl']:9d} "
-                  f"{seg['error_pct']:+8.2f}")
+                  f"{seg['error_pct']:+8.2f}{e0}")
             worst = max(worst, abs(seg["error_pct"]))
-            rows.append({"case": name, "config": config, **seg})
+            worst0 = max(worst0, abs(seg0["error_pct"]))
+            row = {"case": name, "config": config, **seg}
+            if args.stall_pct:
+                row["no_stall_model"] = seg0["model"]
+                row["no_stall_error_pct"] = seg0["error_pct"]
+            rows.append(row)
         sys.stdout.flush()
     print(f"max |error| = {worst:.2f} % over {len(rows)} segments")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"max_abs_error_pct": worst, "rows": rows}, indent=1) + "\n")
+    rec = {"max_abs_error_pct": worst, "rows": rows}
+    out = OUT
+    if args.stall_pct:
+        print(f"(the no-stall model: max |error| = {worst0:.2f} %)")
+        rec.update(stall_pct=args.stall_pct, stall_seed=args.stall_seed,
+                   no_stall_max_abs_error_pct=worst0)
+        out = OUT.with_name(f"cycle_model_stall{args.stall_pct}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rec, indent=1) + "\n")
     return 0
 
 

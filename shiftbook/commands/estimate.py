@@ -21,20 +21,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate", action="store_true",
                    help="also run the bundle in RTL (Verilator) and print model vs measured "
                         "cycles and the error for every layer")
+    p.add_argument("--stall-pct", type=int, default=0, metavar="P",
+                   help="external memory refuses a request on P%% of cycles (0-99, default 0): "
+                        "the model's expected-stall rate, and with --validate the RTL "
+                        "memory's random stalls")
+    p.add_argument("--stall-seed", type=int, default=1, metavar="S",
+                   help="seed of the RTL memory's random stalls with --stall-pct "
+                        "(1..2**32-1, default 1)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
-def estimate_record(bundle_path: str | Path, *, validate: bool = False) -> dict[str, Any]:
-    """Everything `shiftbook estimate` prints, as one JSON-able record."""
+def estimate_record(bundle_path: str | Path, *, validate: bool = False, stall_pct: int = 0,
+                    stall_seed: int = 1) -> dict[str, Any]:
+    """Everything `shiftbook estimate` prints, as one JSON-able record. ``stall_pct``: the
+    external memory's stall rate (model: expected value; RTL: seeded random stalls)."""
     from shiftbook.sw.bundle import load_bundle
     from shiftbook.sw.estimate.cycles import compare_marks, estimate
 
     path = Path(bundle_path)
     if not path.exists():
         raise EstimateError(f"bundle {bundle_path} does not exist")
+    if not 0 <= stall_pct < 100:
+        raise EstimateError(f"--stall-pct {stall_pct} must be in [0, 99]")
+    if stall_pct and not 0 < stall_seed < 1 << 32:
+        raise EstimateError(f"--stall-seed {stall_seed} must be in [1, 2**32 - 1]")
     bdir = path.parent if path.is_file() else path
     bundle = load_bundle(bdir)
-    est = estimate(bundle)
+    est = estimate(bundle, stall=stall_pct / 100)
     cfg = bundle.config
     ideal = {int(lay["index"]): int(lay["ideal_cycles"]) for lay in bundle.layers
              if "index" in lay and "ideal_cycles" in lay}
@@ -52,11 +65,15 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False) -> dict[
         "total": {"model": est.total},
         "ideal_cycles": int(bundle.ideal_cycles),
         "approximate": list(est.approximate),
+        "stall_pct": stall_pct,
     }
     if validate:
-        from shiftbook.sim.rtl.runner import run_bundle
+        from shiftbook.sim.rtl.runner import run_image
 
-        res = run_bundle(bdir)
+        res = run_image(cfg, bundle.memory, stall_seed=stall_seed if stall_pct else None,
+                        stall_pct=stall_pct)
+        if stall_pct:
+            rec["stall_seed"] = stall_seed
         cmp = compare_marks(est, int(res.cycles), list(res.marks))
         segs = cmp["segments"]
         rec["layers"] = [{**lay, "rtl": s["rtl"], "error_pct": round(s["error_pct"], 4)}
@@ -69,7 +86,8 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False) -> dict[
 
 
 def run(args: argparse.Namespace) -> int:
-    rec = estimate_record(args.bundle, validate=args.validate)
+    rec = estimate_record(args.bundle, validate=args.validate, stall_pct=args.stall_pct,
+                          stall_seed=args.stall_seed)
     if args.json:
         out = {k: v for k, v in rec.items() if k != "model"}
         print(json.dumps(out, indent=2))
@@ -77,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"bundle {rec['bundle']}  config {rec['config']} ({rec['config_hash']})")
     for note in rec["approximate"]:
         print(f"note: approximate: {note}")
+    if rec["stall_pct"]:
+        rtl = f"; RTL memory: random stalls, seed {rec['stall_seed']}" if args.validate else ""
+        print(f"memory stalls {rec['stall_pct']}% of cycles (model: expected value{rtl})")
     if args.validate:
         print(f"{'layer':24s} {'model':>10s} {'RTL':>10s} {'error %':>9s}")
         for lay in rec["layers"]:

@@ -46,13 +46,21 @@ LAYER_FIELDS = {
     "codebook_reads": "weight-decoder codebook lookups",
     "codebook_bytes": "codebook storage size in bytes (its SRAM size class)",
     "codebook_width": "bits per codebook lookup (default 8)",
-    "buffers": "{NAME: {bytes, reads, writes, width, kind, weight_bits}} on-chip accesses",
-    "ext_bytes": "activation/bias/result bytes moved to or from external memory",
-    "ext_weight_bytes": "weight (and codebook, bias) bytes moved from external memory",
+    "codebook_writes": "codes written into codebook memory (LOAD CB, every lane)",
+    "buffers": "{NAME: {bytes, reads, writes, width, kind, weight_bits, dense_reads, "
+               "dense_writes}} on-chip accesses",
+    "ext_bytes": "activation/result bytes moved to or from external memory",
+    "ext_weight_bytes": "weight (and codebook) bytes moved from external memory",
     "ext_weight_bits": "bits per weight in that stream (default 8: raw codes; less with "
                        "codebooks); the baselines move 8 (int8) or 32 (fp32) instead",
+    "ext_dense_weight_bytes": "weight bytes a one-byte-per-weight design moves for the layer "
+                              "(the baselines' weight stream, x1 int8, x4 fp32); default "
+                              "ext_weight_bytes * 8 / ext_weight_bits",
+    "ext_param_bytes": "bias/requantization parameter bytes from external memory (the same "
+                       "for every design)",
 }
-_BUFFER_FIELDS = {"bytes", "reads", "writes", "width", "kind", "weight_bits"}
+_BUFFER_FIELDS = {"bytes", "reads", "writes", "width", "kind", "weight_bits", "dense_reads",
+                  "dense_writes"}
 _BUFFER_KINDS = ("data", "weight", "param")
 _TABLE_KEYS = {"source", "int_add", "int_mult", "fp_add", "fp_mult", "shift", "sram_read_64b",
                "sram_write_factor", "dram_64b"}
@@ -201,7 +209,9 @@ def layer_energy(ev: Mapping[str, Any], table: EnergyTable, *, design: str = "sh
         out["arith"] = (n["shift_adds"] * (table.shift(act_bits) + add_acc)
                         + n["accumulations"] * add_acc + n["requants"] * 2 * add_acc)
         width = n["codebook_width"] or 8
-        out["codebook"] = n["codebook_reads"] * table.sram(max(n["codebook_bytes"], 1), width)
+        cb_size = max(n["codebook_bytes"], 1)
+        out["codebook"] = (n["codebook_reads"] * table.sram(cb_size, width)
+                           + n["codebook_writes"] * table.sram(cb_size, width, write=True))
     elif design == "int8":
         # int8 x int8 multiply + int32 add per MAC; int32 fixed-point multiplier, bias add and
         # rounding add per requantized output.
@@ -233,16 +243,21 @@ def layer_energy(ev: Mapping[str, Any], table: EnergyTable, *, design: str = "sh
         elif kind == "weight":
             buf_wbits = _num(b, "weight_bits", bw) or 8
             f = {"shiftbook": 1, "int8": 8 / buf_wbits, "fp32": 32 / buf_wbits}[design]
+            if design != "shiftbook":   # the baselines run the one-weight-per-byte schedule
+                reads = _num(b, "dense_reads", bw) if "dense_reads" in b else reads
+                writes = _num(b, "dense_writes", bw) if "dense_writes" in b else writes
         else:
             f = 1
         size, width = max(1, round(size * f)), width * f
         out[f"sram:{name}"] = (reads * table.sram(size, width)
                                + writes * table.sram(size, width, write=True))
     if design == "shiftbook":
-        ext = n["ext_bytes"] + n["ext_weight_bytes"]
+        ext = n["ext_bytes"] + n["ext_weight_bytes"] + n["ext_param_bytes"]
     else:
-        ext = (n["ext_bytes"] * scale
-               + n["ext_weight_bytes"] * (8 if design == "int8" else 32) / wbits)
+        dense = (n["ext_dense_weight_bytes"] if "ext_dense_weight_bytes" in ev
+                 else n["ext_weight_bytes"] * 8 / wbits)
+        ext = (n["ext_bytes"] * scale + dense * (1 if design == "int8" else 4)
+               + n["ext_param_bytes"])
     out["dram"] = ext * table.dram_byte()
     return out
 
@@ -312,61 +327,157 @@ def format_table(table: EnergyTable, *, acc_bits: int = 32) -> str:
 _MAC_OPS = ("conv2d", "linear", "conv")
 
 
-def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
-    """Per-layer event counts estimated from a bundle's layer metadata (``layers``,
-    ``tensors``, ``config``; a ``Bundle`` or a compiler ``CompiledProgram``).
+@dataclass
+class _Traffic:
+    """What one MARK segment (one layer) of a program moves and reads, counted from its
+    instructions (``_program_traffic``)."""
+    load_words: dict[int, int] = field(default_factory=dict)   # Buf -> bus words loaded
+    store_words: int = 0
+    steps: int = 0             # reduction steps of every COMPUTE (all modes)
+    mac_steps: int = 0         # of MAC-mode COMPUTEs: one WGT row each in raw mode
+    drains: int = 0            # COMPUTEs that drain (one BIAS row read each)
+    wgt_reads: int = 0         # WGT rows read: raw steps + packed index rows of codebook tiles
+    cb_steps: int = 0          # steps of codebook (WFMT=1) tiles: one decoded code per column
+    cb_codes: int = 0          # codes LOAD CB writes into each decoder lane
 
-    An estimate from the tiling, not a count of executed instructions: every output pixel
-    tile of every channel group runs the layer's whole reduction (``I*KH*KW`` steps), each
-    step reads one WGT row and one ACT byte per PE row; every output element is requantized
-    and written to OUT once; each input, output, weight and bias byte crosses external memory
-    once (re-loads of input bands are not counted). Zero weights and padding positions still
-    count as shift-adds only through ``macs`` (the dense count)."""
+    def words(self, *bufs: int) -> int:
+        return sum(self.load_words.get(int(b), 0) for b in bufs)
+
+
+def _program_traffic(insns: Iterable[Any], bus_bytes: int) -> dict[int, _Traffic]:
+    """Per MARK id: the words each LOAD target received, the words stored, and the WGT row
+    and codebook reads of the COMPUTEs (registers tracked as the core latches them)."""
+    from shiftbook.isa import WFMT_CODEBOOK, Buf, Mode, Opcode, Reg
+
+    segs: dict[int, _Traffic] = {}
+    cur = _Traffic()
+    regs: dict[int, int] = {}
+    for insn in insns:
+        op, a = insn.op, insn.args
+        if op == Opcode.LOAD:
+            b = int(a["buf"])
+            n = a["words"] * a["runs"]
+            cur.load_words[b] = cur.load_words.get(b, 0) + n
+            if b == Buf.CB:     # CB_K * CB_D codes into every lane (fewer if fewer arrive)
+                cur.cb_codes += min(n * bus_bytes,
+                                    max(1, regs.get(Reg.CB_K, 1)) * max(1, regs.get(Reg.CB_D, 1)))
+        elif op == Opcode.STORE:
+            cur.store_words += a["words"] * a["runs"]
+        elif op == Opcode.SET:
+            regs[int(a["reg"])] = a["value"]
+        elif op == Opcode.COMPUTE:
+            steps = (max(1, regs.get(Reg.NCH, 1) & 0xFFFF) * max(1, regs.get(Reg.KH, 1) & 0xFFFF)
+                     * max(1, regs.get(Reg.KW, 1) & 0xFFFF))
+            cur.steps += steps
+            cur.drains += 1 if a.get("drain") else 0
+            if regs.get(Reg.MODE, 0) == Mode.MAC:
+                cur.mac_steps += steps
+                if regs.get(Reg.WFMT, 0) == WFMT_CODEBOOK:
+                    d = max(1, regs.get(Reg.CB_D, 1))
+                    per_row = max(1, regs.get(Reg.IDX_PER_ROW, 1))
+                    # one index row per block, IDX_PER_ROW index rows per WGT row; a tile's
+                    # first index row starts a WGT row (docs/decoder.md)
+                    blocks = -(-steps // d)
+                    cur.wgt_reads += -(-blocks // per_row)
+                    cur.cb_steps += steps
+                else:
+                    cur.wgt_reads += steps
+        elif op == Opcode.MARK:
+            segs[int(a["id"])] = cur
+            cur = _Traffic()
+        elif op == Opcode.END:
+            break
+    return segs
+
+
+def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
+    """Per-layer event counts of a bundle (a ``Bundle`` or a compiler ``CompiledProgram``):
+    its program's instructions for what moves and what the weight path reads, its layer
+    metadata for the arithmetic.
+
+    Counted from the instructions of each layer's MARK segment:
+
+    - external memory: the bus words of every LOAD (ACT, RES: ``ext_bytes``; WGT and CB:
+      ``ext_weight_bytes``; BIAS: ``ext_param_bytes``) and every STORE (``ext_bytes``),
+      reloads included; a codebook layer's WGT loads are its packed index rows;
+    - WGT reads: one row per reduction step of a raw (WFMT=0) MAC tile; for a codebook tile
+      one row per ``IDX_PER_ROW`` blocks of ``CB_D`` steps; codebook reads: one code per
+      column per step of a codebook tile (an SRAM of the lane's ``max_k*max_d`` codes, read
+      ``code_bits`` wide); codebook writes: every code a LOAD CB brings (per lane);
+    - ACT reads: one byte per PE row per step of every COMPUTE; BIAS reads: one row per
+      draining COMPUTE.
+
+    From the metadata: ``macs``/``shift_adds`` (dense count: zero weights and padding
+    positions included), one requantization and one OUT write per output element (and one
+    RES read with a residual). The baselines (int8, fp32) store one weight per byte, so for a
+    codebook layer they get the raw-code counts of the same schedule (``dense_reads``: one
+    WGT row per step; ``ext_dense_weight_bytes``: every group's ``I*KH*KW`` raw WGT rows, as
+    often as the codebook layer loads its index rows)."""
+    from shiftbook.isa import Buf
+
     cfg = bundle.config
     tensors = bundle.tensors
     B = cfg.bus_bytes
+    insns = getattr(bundle, "insns", None)
+    if insns is None:
+        insns = bundle.program
+    traffic = _program_traffic(insns, B)
+    row_b = cfg.wbuf_row_bytes
+    cb_size = max(1, cfg.max_k * cfg.max_d * cfg.code_bits // 8)
     out = []
     for lay in bundle.layers:
+        tr = traffic.get(int(lay.get("index", -1)), _Traffic())
         tin, tout = tensors[lay["input"]], tensors[lay["output"]]
         cin = tin.shape[0]
         cout, oh, ow = tout.shape
         kh, kw = lay.get("kernel", [1, 1])
-        k = cin * kh * kw
-        groups = int(lay.get("tiles", {}).get("groups", -(-cout // cfg.cols)))
-        tiles = groups * -(-(oh * ow) // cfg.rows)
-        steps = tiles * k
         elems = cout * oh * ow
-        in_bytes, out_bytes = cin * tin.plane, cout * tout.plane
-        res_bytes = 0
-        if lay.get("residual"):
-            res_bytes = tensors[lay["residual"]].shape[0] * tensors[lay["residual"]].plane
+        residual = bool(lay.get("residual"))
         mac = lay.get("op", "conv2d") in _MAC_OPS
-        wb, bb = int(lay.get("weight_bytes", 0)), int(lay.get("bias_bytes", 0))
-        buffers = {
-            "ACT": {"bytes": cfg.abuf_bytes, "reads": steps * cfg.rows, "width": 8,
-                    "writes": -(-in_bytes // B), "kind": "data"},
-            "WGT": {"bytes": cfg.wbuf_rows * cfg.wbuf_row_bytes, "reads": steps if mac else 0,
-                    "width": 8 * cfg.wbuf_row_bytes, "writes": -(-wb // B), "kind": "weight",
-                    "weight_bits": 8},
-            "BIAS": {"bytes": cfg.bbuf_rows * cfg.bbuf_row_bytes, "reads": tiles,
-                     "width": 8 * cfg.bbuf_row_bytes, "writes": -(-bb // B), "kind": "param"},
+        w = lay.get("weights") or {}
+        codebook = mac and int(w.get("wfmt") or 0) == 1
+        wgt_bytes = tr.words(Buf.WGT) * B
+        cb_bytes = tr.words(Buf.CB) * B
+        if codebook:
+            groups = int(lay.get("tiles", {}).get("groups", -(-cout // cfg.cols)))
+            stored = max(1, int(lay.get("weight_bytes", 0)))
+            dense = groups * cin * kh * kw * row_b
+            dense_read = round(dense * max(1.0, wgt_bytes / stored))
+        else:
+            dense_read = wgt_bytes
+        buffers: dict[str, dict[str, Any]] = {
+            "ACT": {"bytes": cfg.abuf_bytes, "reads": tr.steps * cfg.rows, "width": 8,
+                    "writes": tr.words(Buf.ACT), "kind": "data"},
+            "WGT": {"bytes": cfg.wbuf_rows * row_b, "reads": tr.wgt_reads,
+                    "width": 8 * row_b, "writes": tr.words(Buf.WGT), "kind": "weight",
+                    "weight_bits": 8, "dense_reads": tr.mac_steps,
+                    "dense_writes": -(-dense_read // B)},
+            "BIAS": {"bytes": cfg.bbuf_rows * cfg.bbuf_row_bytes, "reads": tr.drains,
+                     "width": 8 * cfg.bbuf_row_bytes, "writes": tr.words(Buf.BIAS),
+                     "kind": "param"},
             "OUT": {"bytes": cfg.obuf_bytes, "writes": elems, "width": 8,
-                    "reads": -(-out_bytes // B), "kind": "data"},
+                    "reads": tr.store_words, "kind": "data"},
         }
-        if res_bytes:
+        if residual:
             buffers["RES"] = {"bytes": cfg.obuf_bytes, "reads": elems, "width": 8,
-                              "writes": -(-res_bytes // B), "kind": "data"}
-        out.append({
+                              "writes": tr.words(Buf.RES), "kind": "data"}
+        ev: dict[str, Any] = {
             "name": lay.get("name", f"layer{len(out)}"),
             "macs": int(lay["macs"]) if mac else 0,
             "shift_adds": int(lay["macs"]) if mac else 0,
-            "accumulations": (0 if mac else int(lay["macs"])) + (elems if res_bytes else 0),
+            "accumulations": (0 if mac else int(lay["macs"])) + (elems if residual else 0),
             "requants": elems,
             "buffers": buffers,
-            "ext_bytes": in_bytes + out_bytes + res_bytes,
-            "ext_weight_bytes": wb + bb,
-            "ext_weight_bits": 8,
-        })
+            "ext_bytes": (tr.words(Buf.ACT, Buf.RES) + tr.store_words) * B,
+            "ext_weight_bytes": wgt_bytes + cb_bytes,
+            "ext_param_bytes": tr.words(Buf.BIAS) * B,
+            "ext_dense_weight_bytes": dense_read,
+        }
+        if codebook:
+            ev.update(codebook_reads=tr.cb_steps * cfg.cols, codebook_bytes=cb_size,
+                      codebook_width=cfg.code_bits,
+                      codebook_writes=tr.cb_codes * cfg.cols)
+        out.append(ev)
     return out
 
 

@@ -129,10 +129,64 @@ def test_events_from_compiled_layer() -> None:
     assert ev["buffers"]["WGT"]["reads"] == steps
     assert ev["buffers"]["OUT"]["writes"] == 48
     assert ev["ext_bytes"] == 2 * 16 + 3 * 16
-    assert ev["ext_weight_bytes"] == prog.layers[0]["weight_bytes"] + prog.layers[0]["bias_bytes"]
+    assert ev["ext_weight_bytes"] == prog.layers[0]["weight_bytes"] == 2 * 9 * 8   # 8-byte rows
+    assert ev["ext_param_bytes"] == prog.layers[0]["bias_bytes"] == 32
+    assert ev["ext_dense_weight_bytes"] == ev["ext_weight_bytes"]
+    assert "codebook_reads" not in ev
     res = network_energy([ev], acc_bits=cfg.acc_bits)
     # raw 8-bit codes move as many bytes as int8 weights: shiftbook wins on arithmetic only
     bd = {d: res.breakdown(d) for d in ("shiftbook", "int8", "fp32")}
     assert bd["shiftbook"]["dram"] == bd["int8"]["dram"] < bd["fp32"]["dram"]
     assert bd["shiftbook"]["arith"] < bd["int8"]["arith"] < bd["fp32"]["arith"]
     assert res.totals["fp32"] > res.totals["int8"] > res.totals["shiftbook"] > 0
+
+
+def _twin(weights: str, k: int | None = None, d: int | None = None):
+    from shiftbook.config import CoreConfig
+    from shiftbook.sw.compiler import compile_graph
+    from shiftbook.sw.estimate.energy import events_from_bundle
+    from shiftbook.sw.reference import random_layer
+
+    cfg = CoreConfig(rows=2, cols=4, bus_bytes=4, abuf_bytes=1024, wbuf_rows=1024, bbuf_rows=4,
+                     obuf_bytes=256, mem_latency=3, mem_words=4096, max_k=16, max_d=9)
+    layer = random_layer("conv", 16, 8, 3, 1, 1, 6, seed=3, exp_bits=cfg.exp_bits,
+                         weights=weights, k=k, d=d)
+    prog = compile_graph(layer.graph, cfg, layer.inputs)
+    (ev,) = events_from_bundle(prog)
+    return cfg, prog, ev
+
+
+def test_codebook_layer_moves_its_indices_not_its_codes() -> None:
+    """A pq (k=16, d=9) 16->8 3x3 conv on 6x6 and its raw shift twin, counted by hand.
+
+    4 columns -> 2 groups; 6x6 output / 2 rows -> 18 pixel tiles; 16*9 = 144 steps per tile.
+    Raw: 144 WGT rows of 4 bytes per group -> 1152 bytes, one row read per step.
+    pq: 16 blocks (one 3x3 kernel each) per column, 4-bit indices, 4 columns -> 16-bit index
+    rows, 2 per 4-byte WGT row -> 8 rows (32 bytes) per group; codebook 16*9 = 144 bytes."""
+    cfg, raw_prog, raw = _twin("shift")
+    _, pq_prog, pq = _twin("pq", 16, 9)
+    assert pq_prog.layers[0]["weights"]["idx_per_row"] == 2
+    tiles = 2 * 18
+    assert raw["ext_weight_bytes"] == 2 * 144 * 4 == 1152
+    assert pq["ext_weight_bytes"] == 2 * 8 * 4 + 16 * 9 == 208
+    assert raw["ext_bytes"] == pq["ext_bytes"] and raw["ext_param_bytes"] == pq["ext_param_bytes"]
+    assert raw["buffers"]["WGT"]["reads"] == tiles * 144
+    assert pq["buffers"]["WGT"]["reads"] == tiles * 8
+    assert pq["buffers"]["WGT"]["writes"] == 2 * 8
+    assert pq["codebook_reads"] == tiles * 144 * 4                  # one code per column
+    assert pq["codebook_bytes"] == 16 * 9 * 6 // 8                  # the lane: max_k*max_d codes
+    assert pq["codebook_writes"] == 16 * 9 * 4                      # every lane gets the codebook
+    # the baselines store one weight per byte: same counts for both twins
+    assert pq["ext_dense_weight_bytes"] == raw["ext_dense_weight_bytes"] == 1152
+    assert pq["buffers"]["WGT"]["dense_reads"] == raw["buffers"]["WGT"]["reads"]
+    r, p = (network_energy([e], acc_bits=cfg.acc_bits) for e in (raw, pq))
+    dram = {n: res.breakdown("shiftbook")["dram"] for n, res in (("raw", r), ("pq", p))}
+    assert dram["raw"] - dram["pq"] == pytest.approx((1152 - 208) * 162.5)
+    for design in ("int8", "fp32"):
+        assert r.totals[design] == pytest.approx(p.totals[design])
+    t = load_table()
+    assert p.breakdown("shiftbook")["codebook"] == pytest.approx(
+        tiles * 144 * 4 * t.sram(108, 6) + 16 * 9 * 4 * t.sram(108, 6, write=True))
+    assert p.breakdown("shiftbook")["sram:WGT"] == pytest.approx(tiles * 8 * t.sram(4096, 32)
+                                                                 + 16 * t.sram(4096, 32))
+    assert p.totals["shiftbook"] < r.totals["shiftbook"]
