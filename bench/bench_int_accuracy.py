@@ -79,7 +79,7 @@ def shift_aware(model: torch.nn.Module, epochs: int, seed: int,
     train_loader, test_loader = digits_loaders(seed=seed)
     folded = fold_batchnorm(model, (1, 32, 32)) if fold else model
     opts = CompressOptions(exp_bits=CoreConfig().exp_bits, rounding="log", epochs=epochs,
-                           seed=seed, progress=False)
+                           seed=seed, progress=False, fold_bn=False)
     return compress(folded, "deepshift-q", train_loader, test_loader, opts)
 
 

@@ -29,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="pq block preset: small or large")
     p.add_argument("--no-clamp", action="store_true",
                    help="pq: do not clamp k below (number of sub-vectors)/4")
+    p.add_argument("--ratio", type=float, metavar="R",
+                   help="pq: lower k per layer (from the preset's) until the size in the "
+                        "paper's accounting is at least R times below fp32")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold batch norm into the convs before compressing, so the compiler "
+                        "keeps every code exactly (default: on)")
     p.add_argument("--exp-bits", type=int, help="shift exponent bits (default: the config's)")
     p.add_argument("--rounding", default="log", help="shift rounding: log or linear")
     p.add_argument("--per-layer", action="store_true",
@@ -69,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         exp_bits=args.exp_bits if args.exp_bits is not None else cfg.exp_bits,
         rounding=args.rounding, per_channel=not args.per_layer, epochs=epochs, seed=args.seed,
         progress=not args.quiet, k=args.k, d=args.d, preset=args.preset,
-        clamp=not args.no_clamp, max_k=cfg.max_k, max_d=cfg.max_d)
+        clamp=not args.no_clamp, max_k=cfg.max_k, max_d=cfg.max_d, fold_bn=args.fold_bn,
+        target_ratio=args.ratio)
     if args.method == "pq" and args.epochs is not None:
         opts.global_ft_epochs = opts.shift_ft_epochs = args.epochs
 
@@ -137,7 +144,10 @@ def summary_dict(cm, size) -> dict:  # noqa: ANN001 - CompressedModel, SizeRepor
         rows.append({"layer": ls.name, "format": desc, "weights": ls.n_weights,
                      "bits_per_weight": round(ls.bits_per_weight, 3),
                      "paper_bytes": round(ls.paper_bytes, 1), "hw_bytes": ls.hw_bytes})
+    folded = cm.meta.get("bn_folded") or {}
     return {"model": cm.meta.get("model"), "method": cm.meta.get("method"), "layers": rows,
+            "bn_folded": len(folded.get("bn", [])),
+            "target_ratio": (cm.meta.get("options") or {}).get("target_ratio"),
             "other_fp32_params": size.other_params, "fp32_bytes": size.fp32_bytes,
             "paper_bytes": size.paper_bytes, "ratio": size.ratio, "hw_bytes": size.hw_bytes,
             "hw_ratio": size.hw_ratio, "float_acc": cm.meta.get("float_acc"),
@@ -152,6 +162,12 @@ def format_summary(s: dict) -> str:
                      f"{r['bits_per_weight']:>7.3f} {r['paper_bytes']:>10.1f} "
                      f"{r['hw_bytes']:>8}")
     lines.append(f"other fp32 parameters (BN affine, biases): {s['other_fp32_params']}")
+    lines.append(f"batch norm: {s['bn_folded']} folded into the convs (codes kept exactly)"
+                 if s.get("bn_folded") else "batch norm: float (not folded)")
+    if s.get("target_ratio"):
+        lines.append(f"pq k chosen per layer for a {s['target_ratio']:g}x target: " + ", ".join(
+            f"{r['layer']} {r['format'].split()[1]}" for r in s["layers"]
+            if r["format"].startswith("codebook")))
     lines.append(f"size (paper accounting): {s['paper_bytes'] / 1024:.2f} KiB, "
                  f"{s['ratio']:.2f}x vs fp32 ({s['fp32_bytes'] / 1024:.2f} KiB)")
     lines.append(f"hardware bytes: {s['hw_bytes'] / 1024:.2f} KiB, {s['hw_ratio']:.2f}x vs fp32")

@@ -21,11 +21,13 @@ from .core import (
     CompressedModel,
     CompressError,
     compressible_layers,
+    fold_bn,
+    has_bn,
     load_compressed,
     save_compressed,
 )
 from .formats import CodebookFormat, FormatError, ShiftFormat
-from .pq import pq, pq_plan
+from .pq import fit_ratio, pq, pq_plan
 from .shift import deepshift_ps, deepshift_q, inq
 from .size import LayerPlan, SizeReport, plan_of, size_report
 from .slq import slq
@@ -33,7 +35,7 @@ from .slq import slq
 __all__ = ["METHODS", "compress", "CompressOptions", "CompressedModel", "CompressError",
            "ShiftFormat", "CodebookFormat", "FormatError", "save_compressed",
            "load_compressed", "model_size", "size_report", "LayerPlan", "SizeReport",
-           "pq_plan", "Steps", "check_options"]
+           "pq_plan", "fit_ratio", "Steps", "check_options", "fold_bn", "has_bn"]
 
 METHODS = {
     "deepshift-q": deepshift_q,
@@ -46,18 +48,32 @@ METHODS = {
 
 def compress(model: nn.Module, method: str, train_loader: DataLoader, test_loader: DataLoader,
              opts: CompressOptions | None = None, *, model_name: str | None = None,
-             model_args: dict[str, Any] | None = None) -> CompressedModel:
-    """Compress a float model; ``meta["steps"]`` holds the test accuracy after every step."""
+             model_args: dict[str, Any] | None = None,
+             input_shape: tuple[int, int, int] | None = None) -> CompressedModel:
+    """Compress a float model; ``meta["steps"]`` holds the test accuracy after every step.
+
+    With ``opts.fold_bn`` (default) every conv/linear -> BN pair is folded first
+    (:func:`.core.fold_bn`; ``input_shape`` (C, H, W) for tracing, default: the test
+    loader's images), so the compressed model has conv biases and no BN, and the compiler keeps
+    every code exactly (docs/compression.md).
+    """
     opts = opts or CompressOptions()
     check_options(model, method, opts)
     steps = Steps()
     t0 = time.time()
     float_acc = evaluate(model, test_loader)
     steps.add("float", float_acc)
-    m, formats = METHODS[method](model, train_loader, test_loader, opts, steps)
+    fp32_bytes = 4.0 * sum(p.numel() for p in model.parameters())
+    folded = None
+    if opts.fold_bn and has_bn(model):
+        shape = input_shape or tuple(next(iter(test_loader))[0].shape[1:])
+        model, folded = fold_bn(model, shape)
+        steps.add("bn folded", evaluate(model, test_loader))
+    kw: dict[str, Any] = {"fp32_bytes": fp32_bytes} if method == "pq" else {}
+    m, formats = METHODS[method](model, train_loader, test_loader, opts, steps, **kw)
     m.eval()
     meta = {"model": model_name, "model_args": dict(model_args or {}), "method": method,
-            "exp_bits": opts.exp_bits,
+            "exp_bits": opts.exp_bits, "bn_folded": folded, "fp32_bytes": fp32_bytes,
             "paper_fp32": [compressible_layers(m)[0][0]] if method == "pq" else [],
             "options": {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in dataclasses.asdict(opts).items()}}
@@ -80,6 +96,8 @@ def check_options(model: nn.Module, method: str, opts: CompressOptions) -> None:
         raise CompressError(f"exp_bits={opts.exp_bits} must be in [1, 5] (CoreConfig range)")
     if opts.epochs < 0:
         raise CompressError(f"epochs must be >= 0, not {opts.epochs}")
+    if opts.target_ratio is not None and method != "pq":
+        raise CompressError(f"a target ratio (--ratio) applies to pq only, not {method}")
     if method == "pq":
         pq_plan(model, opts)
     elif opts.d not in (None, 1) and method == "kmeans":
@@ -98,4 +116,4 @@ def model_size(cm: CompressedModel) -> SizeReport:
     """Paper and hardware sizes of a compressed model (see :mod:`.size`)."""
     fp32 = set(cm.meta.get("paper_fp32", []))
     plans = {n: plan_of(f, fp32=n in fp32) for n, f in cm.formats.items()}
-    return size_report(cm.model, plans)
+    return size_report(cm.model, plans, fp32_bytes=cm.meta.get("fp32_bytes"))

@@ -2,7 +2,9 @@
 
 A :class:`CompressedModel` wraps the float architecture whose every compressible layer's weight
 has been replaced by the decoded hardware weight of its format record (``formats[name]``, also
-``module.shiftbook_format``). BN layers and biases stay float (the compiler folds them).
+``module.shiftbook_format``). By default BN was folded into the convs before compression (they
+have float biases, BN is ``nn.Identity``); otherwise BN layers stay float. The compiler folds
+biases (and any BN) into its int32 BIAS entries.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from .formats import CodebookFormat, Format, FormatError, ShiftFormat, format_fr
 
 __all__ = ["CompressError", "compressible_layers", "weight_rows", "shift_codes",
            "shift_decode", "ShiftSTE", "CompressedModel", "save_compressed", "load_compressed",
-           "FORMAT_VERSION", "get_module"]
+           "FORMAT_VERSION", "get_module", "has_bn", "fold_bn", "apply_bn_folding"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: meta["bn_folded"] (BN folded into the convs before compression)
+READABLE_VERSIONS = (1, 2)
 
 
 class CompressError(ValueError):
@@ -101,9 +104,11 @@ class CompressedModel(nn.Module):
     -------
     model: the architecture (BN float, weights = ``formats[name].decode()``).
     formats: layer name -> ShiftFormat | CodebookFormat.
-    meta: model name, model_args, method, exp_bits, ``paper_fp32`` (layers the paper's size
-        accounting counts as fp32, e.g. PQ's first conv), ``steps`` (accuracy after each
-        compression step), anything else JSON-like.
+    meta: model name, model_args, method, exp_bits, ``bn_folded`` (None, or the BN modules
+        folded into their convs before compression, see :func:`fold_bn`), ``fp32_bytes`` (the
+        unfolded float model's parameters at 4 bytes: the ratios' baseline), ``paper_fp32``
+        (layers the paper's size accounting counts as fp32, e.g. PQ's first conv), ``steps``
+        (accuracy after each compression step), anything else JSON-like.
     """
 
     def __init__(self, model: nn.Module, formats: dict[str, Format] | None = None,
@@ -142,6 +147,43 @@ class CompressedModel(nn.Module):
                 raise FormatError(f"layer {name}: weight differs from its decoded format")
 
 
+def has_bn(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def fold_bn(model: nn.Module, input_shape: tuple[int, ...]
+            ) -> tuple[nn.Module, dict[str, list[str]]]:
+    """``sw.frontend.fold_batchnorm``: a copy of ``model`` with every conv/linear -> BN pair
+    folded (the BN becomes ``nn.Identity``, the layer gains a bias). Returns the copy and the
+    record :func:`apply_bn_folding` needs to rebuild its architecture: ``{"bn": [BN module
+    names replaced], "bias": [layer names that gained a bias]}``."""
+    from shiftbook.sw.frontend import FrontendError, fold_batchnorm
+
+    try:
+        folded = fold_batchnorm(model, tuple(int(s) for s in input_shape))
+    except FrontendError as e:
+        raise CompressError(f"cannot fold batch norm (use --no-fold-bn): {e}") from None
+    before = dict(model.named_modules())
+    after = dict(folded.named_modules())
+    bns = [n for n, mod in before.items() if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+           and isinstance(after.get(n), nn.Identity)]
+    bias = [n for n, mod in before.items() if isinstance(mod, nn.Conv2d | nn.Linear)
+            and mod.bias is None and getattr(after.get(n), "bias", None) is not None]
+    return folded, {"bn": bns, "bias": bias}
+
+
+def apply_bn_folding(model: nn.Module, record: dict[str, list[str]]) -> nn.Module:
+    """Give a freshly built architecture the shape of a BN-folded one (in place): the listed BN
+    modules become ``nn.Identity``, the listed layers get a (zero) bias; load the folded state
+    dict afterwards."""
+    for name in record.get("bias", []):
+        mod = get_module(model, name)
+        mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype))
+    for name in record.get("bn", []):
+        model.set_submodule(name, nn.Identity())
+    return model
+
+
 def save_compressed(path: str | Path, cm: CompressedModel) -> None:
     """``torch.save`` of a plain dict: state_dict + formats + model name/args + meta."""
     cm.check()
@@ -162,10 +204,13 @@ def load_compressed(path: str | Path) -> CompressedModel:
     obj = torch.load(str(p), map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("kind") != "compressed":
         raise CompressError(f"{path} is not a shiftbook compressed model")
-    if obj.get("format_version") != FORMAT_VERSION:
+    if obj.get("format_version") not in READABLE_VERSIONS:
         raise CompressError(f"{path}: format version {obj.get('format_version')} "
-                            f"(this shiftbook reads {FORMAT_VERSION})")
+                            f"(this shiftbook reads {', '.join(map(str, READABLE_VERSIONS))})")
     model = build_model(obj["model"], seed=None, **obj["model_args"])
+    folded = obj["meta"].get("bn_folded")
+    if folded:
+        apply_bn_folding(model, folded)
     model.load_state_dict(obj["state_dict"])
     model.eval()
     cm = CompressedModel(model, meta=obj["meta"])

@@ -7,6 +7,11 @@ gradient is the mean of its members' gradients). Then fine-tune all centroids to
 train mode). Finally codewords become shift codes (per-layer power-of-two scale) and the first
 conv is shift-rounded; a last straight-through fine-tune recovers what rounding cost. The
 accuracy after every step is recorded.
+
+BN folded (the default, ``CompressOptions.fold_bn``): there is no BN to re-normalise after the
+rounding, so the codewords are rounded right after the per-layer stage, the biases are
+recalibrated, and one straight-through fine-tune (Adam) trains centroids, first conv and biases
+(docs/compression.md, "BN folding"). ``target_ratio`` lowers k per layer (:func:`fit_ratio`).
 """
 
 from __future__ import annotations
@@ -27,17 +32,26 @@ from shiftbook.sw.train import TrainConfig, evaluate, train
 from .common import (
     CompressOptions,
     Steps,
+    affine_params,
     frozen_copy,
     infinite_batches,
     kd_loss,
-    recalibrate_bn,
+    recalibrate,
 )
-from .core import CompressError, ShiftSTE, compressible_layers, shift_codes, shift_decode
+from .core import (
+    CompressError,
+    ShiftSTE,
+    compressible_layers,
+    has_bn,
+    shift_codes,
+    shift_decode,
+)
 from .formats import CodebookFormat, Format, ShiftFormat
 from .kmeans import clamp_k, output_error, pq_em
+from .size import LayerPlan, layer_size, size_report
 
-__all__ = ["PRESETS", "pq_plan", "collect_inputs", "CodebookParam", "pq", "is_bottleneck",
-           "encode_layer"]
+__all__ = ["PRESETS", "pq_plan", "fit_ratio", "collect_inputs", "CodebookParam", "pq",
+           "is_bottleneck", "encode_layer"]
 
 PRESETS = ("small", "large")
 
@@ -46,8 +60,14 @@ def is_bottleneck(model: nn.Module) -> bool:
     return any(type(m).__name__ == "Bottleneck" for m in model.modules())
 
 
-def pq_plan(model: nn.Module, opts: CompressOptions) -> dict[str, tuple[int, int]]:
-    """(k, d) for every PQ layer (all compressible layers but the first), options checked."""
+def pq_plan(model: nn.Module, opts: CompressOptions, *, fp32_bytes: float | None = None
+            ) -> dict[str, tuple[int, int]]:
+    """(k, d) for every PQ layer (all compressible layers but the first), options checked.
+
+    With ``opts.target_ratio`` the preset's k are then lowered by :func:`fit_ratio` until the
+    paper-accounted size is at most ``fp32_bytes / target_ratio`` (``fp32_bytes``: the ratio's
+    baseline, default ``model``'s own parameters at 4 bytes).
+    """
     if opts.preset not in PRESETS:
         raise CompressError(f"unknown PQ preset {opts.preset!r} ({', '.join(PRESETS)})")
     large = opts.preset == "large"
@@ -81,14 +101,60 @@ def pq_plan(model: nn.Module, opts: CompressOptions) -> dict[str, tuple[int, int
         if opts.k is not None and opts.k > biggest // d:
             raise CompressError(f"k={opts.k} is larger than the number of sub-vectors of any "
                                 f"layer (largest: {biggest // d} in blocks of d={d})")
-        if k > opts.max_k:
-            raise CompressError(f"k={k} exceeds the core's max_k={opts.max_k}")
         if opts.clamp:
             k = clamp_k(k, n_sub)
         elif k > n_sub:
             raise CompressError(f"k={k} is larger than the number of sub-vectors ({n_sub}) of "
                                 f"layer {name}")
+        if k > opts.max_k:     # after the clamp: a preset's fc k=2048 clamps to 32 on ResNet-8
+            raise CompressError(f"k={k} of layer {name} exceeds the core's max_k="
+                                f"{opts.max_k}")
         plan[name] = (k, d)
+    if opts.target_ratio is not None:
+        plan = fit_ratio(model, plan, opts.target_ratio, fp32_bytes=fp32_bytes)
+    return plan
+
+
+def _paper_plans(model: nn.Module, plan: dict[str, tuple[int, int]]) -> dict[str, LayerPlan]:
+    """The paper's accounting of a PQ model: the first conv fp32, the others codebooks."""
+    first = compressible_layers(model)[0][0]
+    plans = {first: LayerPlan("fp32")}
+    plans.update({n: LayerPlan("codebook", k=k, d=d) for n, (k, d) in plan.items()})
+    return plans
+
+
+def fit_ratio(model: nn.Module, plan: dict[str, tuple[int, int]], target: float, *,
+              fp32_bytes: float | None = None) -> dict[str, tuple[int, int]]:
+    """Lower k until the paper-accounted size (:func:`.size.size_report`) is at most
+    ``fp32_bytes / target``: each step halves the k of the layer where halving saves the most
+    bytes (index bits + fp16 codebook; ties: the earlier layer), never below 2; d never
+    changes. A target that even k = 2 everywhere cannot meet raises :class:`CompressError`."""
+    if not target > 0:
+        raise CompressError(f"target ratio must be positive, not {target}")
+    plan = dict(plan)
+    rep = size_report(model, _paper_plans(model, plan), fp32_bytes=fp32_bytes)
+    budget = rep.fp32_bytes / target
+    size = rep.paper_bytes
+    mods = {n: model.get_submodule(n) for n in plan}
+
+    def paper(n: str, k: int) -> float:
+        return layer_size(n, mods[n], LayerPlan("codebook", k=k, d=plan[n][1])).paper_bytes
+
+    while size > budget * (1 + 1e-12):
+        best, gain = None, 0.0
+        for n, (k, _) in plan.items():
+            if k > 2:
+                g = paper(n, k) - paper(n, max(2, k // 2))
+                if g > gain:
+                    best, gain = n, g
+        if best is None:
+            raise CompressError(
+                f"target ratio {target:g}x cannot be met: with k=2 in every PQ layer (block "
+                f"sizes kept) the model is {size / 1024:.2f} KiB = "
+                f"{rep.fp32_bytes / size:.2f}x of {rep.fp32_bytes / 1024:.2f} KiB fp32")
+        k, d = plan[best]
+        plan[best] = (max(2, k // 2), d)
+        size -= gain
     return plan
 
 
@@ -217,10 +283,12 @@ def _finetune_iters(model: nn.Module, loader: DataLoader, params: list[nn.Parame
 
 def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
        opts: CompressOptions, steps: Steps, *, teacher: nn.Module | None = None,
-       act_aware: bool = True) -> tuple[nn.Module, dict[str, Format]]:
+       act_aware: bool = True, fp32_bytes: float | None = None
+       ) -> tuple[nn.Module, dict[str, Format]]:
     """Compress with PQ; returns (model with decoded weights, formats). ``act_aware=False``
-    runs plain weight k-means instead of the activation-aware E-step (for comparisons)."""
-    plan = pq_plan(model, opts)
+    runs plain weight k-means instead of the activation-aware E-step (for comparisons).
+    ``fp32_bytes``: baseline of ``opts.target_ratio`` (see :func:`pq_plan`)."""
+    plan = pq_plan(model, opts, fp32_bytes=fp32_bytes)
     teacher = teacher if teacher is not None else frozen_copy(model)
     m = copy.deepcopy(model)
     for p in m.parameters():
@@ -254,19 +322,30 @@ def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         acc_q = evaluate(m, test_loader)
         kept = False
         if opts.layer_ft_iters:
+            lr = opts.lr or 0.05
             kept = _finetune_iters(m, train_loader, [cp.centroids], teacher,
-                                   opts.layer_ft_iters, opts.lr or 0.05, opts.progress,
+                                   opts.layer_ft_iters, lr, opts.progress,
                                    f"pq finetune {name}")
+            if not kept and not has_bn(m):   # BN folded: retry a diverged one at lr / 10
+                kept = _finetune_iters(m, train_loader, [cp.centroids], teacher,
+                                       opts.layer_ft_iters, lr / 10, opts.progress,
+                                       f"pq finetune {name} (lr/10)")
         steps.add(f"pq {name}", evaluate(m, test_loader), k=k, d=d, out_err=round(err, 6),
                   acc_quantized=round(acc_q, 3), splits=splits, finetune_kept=kept)
     cps = [_params(m, n) for n in plan]
-    # BN affine parameters stay float (the compiler folds them); with opts.train_bn they adapt
-    # in the global fine-tunings too (the paper trains centroids only).
-    bn = [p for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)
-          for p in mod.parameters()] if opts.train_bn else []
+    # BN affine parameters (or, BN folded, the conv/linear biases) stay float (the compiler
+    # folds them into BIAS); with opts.train_bn they adapt in the global fine-tunings too (the
+    # paper trains centroids only).
+    bn = affine_params(m) if opts.train_bn else []
     for p in bn:
         p.requires_grad_(True)
-    if opts.global_ft_epochs:
+    fmod = m.get_submodule(first)
+    # BN folded: no normalisation is left to absorb the gain errors of shift rounding, so the
+    # codewords become shift codes *before* the global fine-tune, which then trains through the
+    # rounding (straight-through) for global_ft_epochs + shift_ft_epochs with Adam (lr 1e-3,
+    # DeepShift-Q's); SGD at lr 0.01 after late rounding diverged there (ResNet-8: 40% -> 12%).
+    early = not has_bn(m)
+    if not early and opts.global_ft_epochs:
         cfg = TrainConfig(epochs=opts.global_ft_epochs, lr=0.01, optimizer="sgd",
                           weight_decay=1e-4, schedule="step",
                           step_size=max(1, math.ceil(opts.global_ft_epochs / 3)),
@@ -278,17 +357,21 @@ def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     for cp in cps:
         cp.exp_bits, cp.rounding = opts.exp_bits, opts.rounding
         cp.w_frac = _layer_w_frac(cp.centroids.detach(), opts.exp_bits, opts.rounding)
-    fmod = m.get_submodule(first)
     parametrize.register_parametrization(fmod, "weight", ShiftSTE(opts.exp_bits, opts.rounding,
                                                                   opts.per_channel))
     steps.add("codewords -> shift codes", evaluate(m, test_loader))
-    if opts.bn_recalibrate:
-        recalibrate_bn(m, train_loader, opts.bn_batches)
-        steps.add("bn recalibrated", evaluate(m, test_loader))
-    if opts.shift_ft_epochs:
+    if step := recalibrate(m, teacher, train_loader, opts):
+        steps.add(step, evaluate(m, test_loader))
+    # BN folded: one straight-through fine-tune of global_ft_epochs + 2 * shift_ft_epochs (16
+    # by default): without BN to re-normalise, recovering from the rounding takes longer
+    # (ResNet-8: 10 epochs 96.67%, 16 epochs 97.50%, float 98.89%)
+    epochs = (opts.global_ft_epochs + 2 * opts.shift_ft_epochs) if early \
+        else opts.shift_ft_epochs
+    if epochs:
         orig = fmod.parametrizations.weight.original
         orig.requires_grad_(True)
-        cfg = TrainConfig(epochs=opts.shift_ft_epochs, lr=0.01, optimizer="sgd",
+        cfg = TrainConfig(epochs=epochs, lr=1e-3 if early else 0.01,
+                          optimizer="adam" if early else "sgd",
                           weight_decay=0.0, schedule="cosine", progress=opts.progress,
                           desc="pq shift finetune")
         train(m, train_loader, cfg, params=[p.centroids for p in cps] + [orig] + bn,

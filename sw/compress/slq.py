@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from shiftbook.sw.train import TrainConfig, evaluate, train
 
-from .common import CompressOptions, Steps, recalibrate_bn
+from .common import CompressOptions, Steps, recalibrate
 from .core import CompressError, compressible_layers, shift_codes, shift_decode
 from .formats import CodebookFormat
 from .kmeans import kmeans
@@ -95,8 +95,7 @@ def slq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
                 qvals[n] = flat_q.reshape(w.shape)
                 idx[n] = flat_i.reshape(w.shape)
             restore()
-            if opts.bn_recalibrate:
-                recalibrate_bn(m, train_loader, opts.bn_batches)
+            recalibrate(m, model, train_loader, opts)
             steps.add(f"slq group {gi + 1} {portion * 100:g}%", evaluate(m, test_loader))
             last = gi == len(groups) - 1 and portion >= 1.0
             if opts.epochs and not last:

@@ -118,10 +118,11 @@ def test_kmeans_codebooks_are_shift_codes(tiny_loaders, resnet8):
     assert any(r["step"] == "slq group 1 50%" for r in cm.meta["steps"])
 
 
-def test_pq_end_to_end_tiny(tiny_loaders, resnet8):
+@pytest.mark.parametrize("fold_bn", [True, False])
+def test_pq_end_to_end_tiny(tiny_loaders, resnet8, fold_bn):
     tr, te = tiny_loaders
     opts = CompressOptions(progress=False, em_iters=4, layer_ft_iters=1, global_ft_epochs=1,
-                           shift_ft_epochs=1, n_activations=32, n_rows=256)
+                           shift_ft_epochs=1, n_activations=32, n_rows=256, fold_bn=fold_bn)
     cm = compress(resnet8, "pq", tr, te, opts)
     assert isinstance(cm.formats["conv1"], ShiftFormat)
     f = cm.formats["layer3.0.conv2"]
@@ -130,9 +131,14 @@ def test_pq_end_to_end_tiny(tiny_loaders, resnet8):
     assert len(set(f.w_frac.tolist())) == 1
     assert _is_shift_value(f.codebook, 4)
     steps = [r["step"] for r in cm.meta["steps"]]
-    for s in ("pq layer1.0.conv1", "pq fc", "pq global finetune", "codewords -> shift codes",
+    for s in ("pq layer1.0.conv1", "pq fc", "codewords -> shift codes",
               "shift-aware finetune", "hardware weights"):
         assert s in steps
+    # BN folded: rounding comes before the (straight-through) global fine-tune, and the biases
+    # are recalibrated instead of BN statistics
+    assert ("pq global finetune" in steps) is not fold_bn
+    assert ("bias recalibrated" if fold_bn else "bn recalibrated") in steps
+    assert ("bn folded" in steps) is fold_bn
     errs = [r["out_err"] for r in cm.meta["steps"] if "out_err" in r]
     assert len(errs) == 9 and all(0 <= e < 1 for e in errs)
     cm.check()
