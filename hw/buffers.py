@@ -6,18 +6,27 @@ synchronous (latency 1) and non-transparent.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ActBuffer", "RowBuffer", "ResBuffer", "OutBuffer", "log2"]
+__all__ = ["ActBuffer", "RowBuffer", "ResBuffer", "OutBuffer", "WordFIFO", "is_ice40", "log2"]
 
 
 def log2(v: int) -> int:
     if v <= 0 or v & (v - 1):
         raise ValueError(f"{v} is not a power of two")
     return v.bit_length() - 1
+
+
+def is_ice40(platform) -> bool:
+    """Whether ``platform`` is a Lattice iCE40 (SiliconBlue) platform: no distributed RAM, so
+    small memories that other FPGAs keep in LUT RAM are better asked into block RAM there."""
+    if platform is None:
+        return False
+    from amaranth.vendor import SiliconBluePlatform
+    return isinstance(platform, SiliconBluePlatform)
 
 
 def _check_pow2(name: str, v: int) -> None:
@@ -99,6 +108,9 @@ class RowBuffer(wiring.Component):
     row_words : int
         Bus words per row (a power of two: ``CoreConfig.row_bytes`` pads rows).
     bus_bytes : int
+    ram_style : str or None
+        Yosys ``ram_style`` attribute of the memory (e.g. ``"block"``: block RAM even when
+        the memory is small); None lets the synthesizer choose.
 
     Members
     -------
@@ -112,10 +124,12 @@ class RowBuffer(wiring.Component):
 
     latency = 1
 
-    def __init__(self, *, depth: int, row_words: int, bus_bytes: int):
+    def __init__(self, *, depth: int, row_words: int, bus_bytes: int,
+                 ram_style: str | None = None):
         _check_pow2("depth", depth)
         _check_pow2("row_words", row_words)
         self._depth, self._rw, self._b = depth, row_words, bus_bytes
+        self._ram_style = ram_style
         self.rbits = log2(depth)
         self.lane_bits = (row_words - 1).bit_length()
         self.wbits = self.rbits + self.lane_bits
@@ -130,7 +144,8 @@ class RowBuffer(wiring.Component):
         ww = 8 * self._b
         rw = self._rw
         lb = self.lane_bits
-        mem = Memory(shape=ww * rw, depth=self._depth, init=[])
+        attrs = {"ram_style": self._ram_style} if self._ram_style else None
+        mem = Memory(shape=ww * rw, depth=self._depth, init=[], attrs=attrs)
         m.submodules.mem = mem
         wp = mem.write_port(granularity=ww) if rw > 1 else mem.write_port()
         rp = mem.read_port()
@@ -255,4 +270,68 @@ class OutBuffer(_Banked):
             for k, d in enumerate(datas):
                 with m.Case(k):
                     m.d.comb += self.r_data.eq(d)
+        return m
+
+
+class WordFIFO(wiring.Component):
+    """A first-word-fall-through FIFO that behaves cycle for cycle like Amaranth's
+    ``SyncFIFO`` (``r_data`` valid while ``r_rdy``; a word written in one cycle is readable
+    the next) but reads its storage through a *synchronous* read port, so block RAM can hold
+    it: the port reads the entry that will be at the head in the next cycle (the next one
+    when this cycle reads), transparent to this cycle's write. On iCE40, which has no
+    distributed RAM, an asynchronously read FIFO becomes ``depth * width`` flip-flops and a
+    read multiplexer.
+
+    Parameters
+    ----------
+    width, depth : int
+    ram_style : str or None
+        Yosys ``ram_style`` attribute of the storage (``"block"``), or None.
+
+    Members
+    -------
+    w_en : In(1), w_data : In(width), w_rdy : Out(1)
+        Write (taken when ``w_en & w_rdy``).
+    r_en : In(1), r_data : Out(width), r_rdy : Out(1)
+        Read the head (taken when ``r_en & r_rdy``).
+    level : Out(range(depth + 1))
+    """
+
+    def __init__(self, *, width: int, depth: int, ram_style: str | None = None):
+        if depth < 1:
+            raise ValueError(f"depth={depth} must be at least 1")
+        self._width, self._depth, self._ram_style = width, depth, ram_style
+        super().__init__({
+            "w_en": In(1), "w_data": In(width), "w_rdy": Out(1),
+            "r_en": In(1), "r_data": Out(width), "r_rdy": Out(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        D = self._depth
+        attrs = {"ram_style": self._ram_style} if self._ram_style else None
+        mem = m.submodules.storage = Memory(shape=self._width, depth=D, init=[], attrs=attrs)
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=(wp,))
+        produce = Signal(range(D))
+        consume = Signal(range(D))
+        do_w, do_r = Signal(), Signal()
+        m.d.comb += [self.w_rdy.eq(self.level != D), self.r_rdy.eq(self.level != 0),
+                     do_w.eq(self.w_en & self.w_rdy), do_r.eq(self.r_en & self.r_rdy)]
+
+        def incr(v):
+            return Mux(v == D - 1, 0, v + 1)
+
+        head = Signal(range(D))        # the head in the next cycle
+        m.d.comb += head.eq(Mux(do_r, incr(consume), consume))
+        m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_w),
+                     rp.addr.eq(head), self.r_data.eq(rp.data)]
+        m.d.sync += consume.eq(head)
+        with m.If(do_w):
+            m.d.sync += produce.eq(incr(produce))
+        with m.If(do_w & ~do_r):
+            m.d.sync += self.level.eq(self.level + 1)
+        with m.Elif(do_r & ~do_w):
+            m.d.sync += self.level.eq(self.level - 1)
         return m

@@ -25,17 +25,26 @@ from shiftbook.config import CoreConfig
 from shiftbook.isa import WFMT_CODEBOOK, Mode
 
 from .array import PEArray
-from .buffers import ActBuffer, OutBuffer, ResBuffer, RowBuffer, log2
+from .buffers import ActBuffer, OutBuffer, ResBuffer, RowBuffer, is_ice40, log2
 from .decoder import DecoderArray
-from .layouts import compute_insn_layout
+from .limits import coord_bits, dim_bits, field_bits
 from .requant import RequantLane
 
-__all__ = ["ComputeUnit", "BUF_ACT", "BUF_WGT", "BUF_BIAS", "BUF_RES"]
+__all__ = ["ComputeUnit", "compute_insn_layout", "BUF_ACT", "BUF_WGT", "BUF_BIAS", "BUF_RES"]
 
 BUF_ACT, BUF_WGT, BUF_BIAS, BUF_RES = 0, 1, 2, 3
 
-CW = 18   # signed width of input coordinates (iy, ix) inside the walkers
-KW_BITS = 16  # width of IN_H, IN_W, KH, KW, NCH inside the unit
+
+def compute_insn_layout(cfg: CoreConfig) -> data.StructLayout:
+    """A COMPUTE as issued to the unit: its fields and every layer register (``reg_<name>``)
+    at the width the config can use (``shiftbook.hw.limits.field_bits``: buffer
+    address bits, array shape, codebook limits), not the ISA's. The controller's layer
+    registers and the unit's next-tile slot hold this layout; the compiler refuses any value
+    that would not fit it."""
+    fields = {}
+    for name, (bits, kind) in field_bits(cfg).items():
+        fields[name] = signed(bits) if kind == "signed" else unsigned(bits)
+    return data.StructLayout(fields)
 
 
 class ComputeUnit(wiring.Component):
@@ -47,7 +56,7 @@ class ComputeUnit(wiring.Component):
 
     Members
     -------
-    insn_valid : In(1), insn_ready : Out(1), insn : In(compute_insn_layout())
+    insn_valid : In(1), insn_ready : Out(1), insn : In(compute_insn_layout(cfg))
         COMPUTE issue (fields and the layer registers at issue time). Accepted into the 1-deep
         next-tile slot while the active tile computes.
     busy : Out(1)
@@ -68,7 +77,7 @@ class ComputeUnit(wiring.Component):
         self._cfg = cfg
         b = cfg.bus_bytes
         super().__init__({
-            "insn_valid": In(1), "insn_ready": Out(1), "insn": In(compute_insn_layout()),
+            "insn_valid": In(1), "insn_ready": Out(1), "insn": In(compute_insn_layout(cfg)),
             "busy": Out(1),
             "wr_en": In(1), "wr_buf": In(2), "wr_addr": In(22), "wr_data": In(8 * b),
             "out_r_en": In(1), "out_r_addr": In(22), "out_r_data": Out(8 * b),
@@ -89,13 +98,21 @@ class ComputeUnit(wiring.Component):
         AW = log2(cfg.abuf_bytes)
         OB = log2(cfg.obuf_bytes)
         WB = log2(cfg.wbuf_rows)
+        BB = max(1, log2(cfg.bbuf_rows))
+        DB = dim_bits(cfg)        # IN_H, IN_W, OUT_W, KH, KW, NCH and their counters
+        CW = coord_bits(cfg)      # signed input coordinates (iy, ix) in the walkers
+        fb = field_bits(cfg)
+        NP, C0, NC = fb["npix"][0], fb["col0"][0], fb["ncols"][0]
 
         # ---------------------------------------------------------------- buffers
         act = m.submodules.act = ActBuffer(rows=R, size=cfg.abuf_bytes, bus_bytes=B)
         wgt = m.submodules.wgt = RowBuffer(depth=cfg.wbuf_rows,
                                            row_words=cfg.wbuf_row_bytes // B, bus_bytes=B)
+        # iCE40 has no distributed RAM: a small BIAS buffer would become flip-flops and
+        # read multiplexers there, so it asks for block RAM (spare on the UP5K).
         bias = m.submodules.bias = RowBuffer(depth=cfg.bbuf_rows,
-                                             row_words=cfg.bbuf_row_bytes // B, bus_bytes=B)
+                                             row_words=cfg.bbuf_row_bytes // B, bus_bytes=B,
+                                             ram_style="block" if is_ice40(platform) else None)
         res = m.submodules.res = ResBuffer(banks=C, bank_bytes=cfg.obuf_bytes, bus_bytes=B)
         out = m.submodules.out = OutBuffer(banks=C, bank_bytes=cfg.obuf_bytes, bus_bytes=B)
         for buf, k in ((act, BUF_ACT), (wgt, BUF_WGT), (bias, BUF_BIAS), (res, BUF_RES)):
@@ -119,26 +136,26 @@ class ComputeUnit(wiring.Component):
         nx_valid = Signal()      # slot holds an instruction
         nx_rdy = Signal()        # ... whose pixel walk is done
         nx_walk_cnt = Signal(range(L // 2 + 1))
-        nx = Signal(compute_insn_layout())
+        nx = Signal(compute_insn_layout(cfg))
         st_iy = [Signal(signed(CW), name=f"st_iy_{r}") for r in range(L)]
         st_ix = [Signal(signed(CW), name=f"st_ix_{r}") for r in range(L)]
         st_ab = [Signal(AW, name=f"st_ab_{r}") for r in range(L)]
         st_oo = [Signal(OB, name=f"st_oo_{r}") for r in range(L)]
 
         def walker_pos(name):
-            return (Signal(12, name=f"{name}_ox"), Signal(signed(CW), name=f"{name}_iy"),
+            return (Signal(DB, name=f"{name}_ox"), Signal(signed(CW), name=f"{name}_iy"),
                     Signal(signed(CW), name=f"{name}_ix"), Signal(AW, name=f"{name}_ab"),
                     Signal(OB, name=f"{name}_oo"))
 
         def walker_step(p, q):
             """q = the pixel after p in raster order (docs/isa.md COMPUTE step 1)."""
             ox, iy, ix, ab, oo = p
-            with m.If(ox + 1 < nx.reg_out_w[:12]):
-                m.d.comb += [q[0].eq(ox + 1), q[1].eq(iy), q[2].eq(ix + nx.reg_stride_x[:CW]),
+            with m.If(ox + 1 < nx.reg_out_w):
+                m.d.comb += [q[0].eq(ox + 1), q[1].eq(iy), q[2].eq(ix + nx.reg_stride_x),
                              q[3].eq(ab + nx.reg_stride_x[:AW]), q[4].eq(oo + 1)]
             with m.Else():
-                m.d.comb += [q[0].eq(0), q[1].eq(iy + nx.reg_stride_y[:CW]),
-                             q[2].eq(-nx.reg_pad_l[:CW].as_signed()),
+                m.d.comb += [q[0].eq(0), q[1].eq(iy + nx.reg_stride_y),
+                             q[2].eq(-nx.reg_pad_l),
                              q[3].eq(ab + nx.reg_a_wrap[:AW]),
                              q[4].eq(oo + nx.reg_o_wrap[:OB])]
 
@@ -158,7 +175,7 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [nx.eq(ins), nx_valid.eq(1), nx_rdy.eq(0), nx_walk_cnt.eq(0),
                          nx_claimed.eq(0),
                          w[0].eq(ins.ox0), w[1].eq(ins.iy0), w[2].eq(ins.ix0),
-                         w[3].eq(ins.act_base[:AW]), w[4].eq(ins.o_off[:OB])]
+                         w[3].eq(ins.act_base), w[4].eq(ins.o_off)]
         with m.Elif(nx_valid & ~nx_rdy):
             for chain, k in ((st_iy, 1), (st_ix, 2), (st_ab, 3), (st_oo, 4)):
                 m.d.sync += [chain[L - 2].eq(w[k]), chain[L - 1].eq(n1[k])]
@@ -177,13 +194,13 @@ class ComputeUnit(wiring.Component):
         a_ix = [Signal(signed(CW), name=f"a_ix_{r}") for r in range(R)]
         a_ab = [Signal(AW, name=f"a_ab_{r}") for r in range(R)]
         a_oo = [Signal(OB, name=f"a_oo_{r}") for r in range(R)]
-        a_in_h, a_in_w = Signal(KW_BITS), Signal(KW_BITS)
+        a_in_h, a_in_w = Signal(DB), Signal(DB)
         a_pitch, a_plane = Signal(AW), Signal(AW)
-        a_kh1, a_kw1, a_nch1 = Signal(KW_BITS), Signal(KW_BITS), Signal(KW_BITS)
+        a_kh1, a_kw1, a_nch1 = Signal(DB), Signal(DB), Signal(DB)
         a_mode, a_flags = Signal(2), Signal(2)
         a_clear, a_drain = Signal(), Signal()
-        a_npix, a_col0, a_ncols, a_bias_row = Signal(7), Signal(6), Signal(7), Signal(10)
-        c_cnt, ky, kx = Signal(KW_BITS), Signal(KW_BITS), Signal(KW_BITS)
+        a_npix, a_col0, a_ncols, a_bias_row = Signal(NP), Signal(C0), Signal(NC), Signal(BB)
+        c_cnt, ky, kx = Signal(DB), Signal(DB), Signal(DB)
         plane, off_row = Signal(AW), Signal(AW)
         wrow = Signal(WB)
         first_step = Signal()
@@ -210,12 +227,12 @@ class ComputeUnit(wiring.Component):
 
         with m.If(take):
             m.d.sync += [a_valid.eq(1), first_step.eq(1), c_cnt.eq(0), ky.eq(0), kx.eq(0),
-                         plane.eq(0), off_row.eq(0), wrow.eq(nx.wgt_base[:WB]),
-                         a_in_h.eq(nx.reg_in_h[:KW_BITS]), a_in_w.eq(nx.reg_in_w[:KW_BITS]),
-                         a_pitch.eq(nx.reg_a_pitch[:AW]), a_plane.eq(nx.reg_a_plane[:AW]),
-                         a_kh1.eq(nx.reg_kh[:KW_BITS] - 1), a_kw1.eq(nx.reg_kw[:KW_BITS] - 1),
-                         a_nch1.eq(nx.reg_nch[:KW_BITS] - 1),
-                         a_mode.eq(nx.reg_mode[:2]), a_flags.eq(nx.reg_flags[:2]),
+                         plane.eq(0), off_row.eq(0), wrow.eq(nx.wgt_base),
+                         a_in_h.eq(nx.reg_in_h), a_in_w.eq(nx.reg_in_w),
+                         a_pitch.eq(nx.reg_a_pitch), a_plane.eq(nx.reg_a_plane),
+                         a_kh1.eq(nx.reg_kh - 1), a_kw1.eq(nx.reg_kw - 1),
+                         a_nch1.eq(nx.reg_nch - 1),
+                         a_mode.eq(nx.reg_mode), a_flags.eq(nx.reg_flags),
                          a_clear.eq(nx.clear), a_drain.eq(nx.drain), a_npix.eq(nx.npix),
                          a_col0.eq(nx.col0), a_ncols.eq(nx.ncols),
                          a_bias_row.eq(nx.bias_row), a_wfmt.eq(nx_wfmt), a_d.eq(nx.reg_cb_d),
@@ -272,8 +289,8 @@ class ComputeUnit(wiring.Component):
         f_k = Signal(range(1, cfg.max_k + 1), init=cfg.max_k)
         f_ib = Signal(range(IB + 1))
         f_per1 = Signal(range(W + 1))
-        f_kh1, f_kw1, f_nch1 = Signal(KW_BITS), Signal(KW_BITS), Signal(KW_BITS)
-        f_c, f_ky, f_kx = Signal(KW_BITS), Signal(KW_BITS), Signal(KW_BITS)
+        f_kh1, f_kw1, f_nch1 = Signal(DB), Signal(DB), Signal(DB)
+        f_c, f_ky, f_kx = Signal(DB), Signal(DB), Signal(DB)
         f_pos = Signal(range(cfg.max_d))
         f_next = Signal(WB)
         hold = Signal(W)
@@ -313,8 +330,8 @@ class ComputeUnit(wiring.Component):
             m.d.sync += [f_active.eq(1), nx_claimed.eq(1), f_d.eq(nx.reg_cb_d),
                          f_k.eq(nx.reg_cb_k), f_ib.eq(nx.reg_idx_bits),
                          f_per1.eq(nx.reg_idx_per_row - 1),
-                         f_kh1.eq(nx.reg_kh[:KW_BITS] - 1), f_kw1.eq(nx.reg_kw[:KW_BITS] - 1),
-                         f_nch1.eq(nx.reg_nch[:KW_BITS] - 1),
+                         f_kh1.eq(nx.reg_kh - 1), f_kw1.eq(nx.reg_kw - 1),
+                         f_nch1.eq(nx.reg_nch - 1),
                          f_c.eq(0), f_ky.eq(0), f_kx.eq(0), f_pos.eq(0)]
         with m.Elif(f_step):
             with m.If(f_last):
@@ -334,7 +351,7 @@ class ComputeUnit(wiring.Component):
         m.d.comb += [load.eq(f_active & ~hold_valid & rdat_ok),
                      cur_sub.eq(Mux(hold_valid, sub, 0))]
         with m.If(claim):
-            m.d.sync += [hold_valid.eq(0), f_next.eq(nx.wgt_base[:WB])]
+            m.d.sync += [hold_valid.eq(0), f_next.eq(nx.wgt_base)]
         with m.Else():
             with m.If(load):
                 m.d.sync += [hold.eq(src), hold_valid.eq(1), sub.eq(0), f_next.eq(f_next + 1)]
@@ -346,7 +363,7 @@ class ComputeUnit(wiring.Component):
         f_addr = Signal(WB)
         m.d.comb += [
             raw_rd.eq(s1_en & ~s1_wfmt),
-            f_addr.eq(Mux(claim, nx.wgt_base[:WB], f_next + load)),
+            f_addr.eq(Mux(claim, nx.wgt_base, f_next + load)),
             wgt.r_addr.eq(Mux(raw_rd, s1_wrow, f_addr)),
         ]
         m.d.sync += rdat_ok.eq(~raw_rd & (claim | f_active))
@@ -385,16 +402,16 @@ class ComputeUnit(wiring.Component):
         lat = 1 + RequantLane.latency   # RES read + lanes
         d_oo = [Signal(OB, name=f"d_oo_{r}") for r in range(R)]
         d_cnt = Signal(8)
-        d_npix, d_col0, d_ncols = Signal(7), Signal(6), Signal(7)
+        d_npix, d_col0, d_ncols = Signal(NP), Signal(C0), Signal(NC)
         d_relu, d_resid = Signal(), Signal()
-        d_bias_row = Signal(10)
+        d_bias_row = Signal(BB)
         d_shift = Signal()
         p_valid = Signal()
         p_wait = Signal(2)
         p_oo = [Signal(OB, name=f"p_oo_{r}") for r in range(R)]
-        p_npix, p_col0, p_ncols = Signal(7), Signal(6), Signal(7)
+        p_npix, p_col0, p_ncols = Signal(NP), Signal(C0), Signal(NC)
         p_relu, p_resid = Signal(), Signal()
-        p_bias_row = Signal(10)
+        p_bias_row = Signal(BB)
         m.d.comb += bias.r_addr.eq(d_bias_row)
         m.d.comb += array.shift.eq(d_shift)
         shifting = Signal()
@@ -472,10 +489,12 @@ class ComputeUnit(wiring.Component):
             cols_pipe.append(s)
         w_en = []
         for c in range(C):
-            lane = m.submodules[f"requant_{c}"] = RequantLane(acc_bits=cfg.acc_bits)
+            # (the compiler refuses a bias that does not fit the accumulator)
+            lane = m.submodules[f"requant_{c}"] = RequantLane(acc_bits=cfg.acc_bits,
+                                                              bias_bits=min(cfg.acc_bits, 32))
             e = bias.r_data[64 * c:64 * c + 64]
             m.d.comb += [lane.i_valid.eq(l_valid), lane.acc.eq(l_acc[c]),
-                         lane.bias.eq(e[0:32]), lane.shift.eq(e[32:40]),
+                         lane.bias.eq(e[0:lane.bias.shape().width]), lane.shift.eq(e[32:40]),
                          lane.res_shift.eq(e[40:48]), lane.res.eq(res.r_data[c]),
                          lane.relu.eq(l_relu), lane.residual.eq(l_resid),
                          out.w_data[c].eq(lane.out)]

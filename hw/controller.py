@@ -10,7 +10,9 @@ from amaranth.lib.wiring import In, Out
 from shiftbook.config import CoreConfig
 from shiftbook.isa import FIELDS, INSN_BITS, Buf, Opcode, Reg
 
-from .layouts import REG_WIDTH, compute_insn_layout, dma_insn_layout, field_slice
+from .buffers import WordFIFO, is_ice40
+from .compute import compute_insn_layout
+from .layouts import dma_insn_layout, field_slice
 
 __all__ = ["Arbiter", "Controller"]
 
@@ -107,7 +109,7 @@ class Controller(wiring.Component):
             "f_rsp_valid": In(1), "f_rsp_data": In(8 * b),
             "dma_valid": Out(1), "dma_ready": In(1), "dma_insn": Out(dma_insn_layout()),
             "dma_busy": In(1),
-            "cu_valid": Out(1), "cu_ready": In(1), "cu_insn": Out(compute_insn_layout()),
+            "cu_valid": Out(1), "cu_ready": In(1), "cu_insn": Out(compute_insn_layout(cfg)),
             "cu_busy": In(1), "cu_error": In(1), "cu_clear": Out(1),
         })
 
@@ -122,7 +124,9 @@ class Controller(wiring.Component):
         running = Signal()
 
         # ---------------------------------------------------------------- fetch
-        words = m.submodules.words = SyncFIFO(width=8 * B, depth=self._depth)
+        # (block RAM on iCE40, where an asynchronously read FIFO would be flip-flops)
+        words = m.submodules.words = WordFIFO(width=8 * B, depth=self._depth,
+                                              ram_style="block" if is_ice40(platform) else None)
         credits = Signal(range(self._depth + 1), init=self._depth)
         f_addr = Signal(28)
         m.d.comb += [self.f_cmd_valid.eq(running & (credits != 0)),
@@ -182,9 +186,14 @@ class Controller(wiring.Component):
                 m.d.sync += idx.eq(0)
 
         # ---------------------------------------------------------------- registers
-        regs = {reg: Signal(REG_WIDTH, name=f"reg_{reg.name.lower()}") for reg in Reg}
-        for reg, s in regs.items():
-            m.d.comb += getattr(self.cu_insn, f"reg_{reg.name.lower()}").eq(s)
+        # Each layer register keeps only the bits the config can use (the width of its
+        # ``cu_insn`` field, shiftbook.hw.limits); SET drops the rest, and the
+        # compiler never emits a value that would lose bits there.
+        regs = {}
+        for reg in Reg:
+            key = f"reg_{reg.name.lower()}"
+            regs[reg] = Signal(len(getattr(self.cu_insn, key)), name=key)
+            m.d.comb += getattr(self.cu_insn, key).eq(regs[reg])
         for name in FIELDS[Opcode.COMPUTE]:
             m.d.comb += getattr(self.cu_insn, name).eq(field_slice(ir, Opcode.COMPUTE, name))
         for name in FIELDS[Opcode.LOAD]:

@@ -18,20 +18,26 @@ class RequantLane(wiring.Component):
     ``out = sat8(relu(round_shift(acc + bias + align(res, res_shift), shift)))`` exactly as
     ``sw/numerics.requantize``, for ``shift`` in ``[0, acc_bits]`` (docs/isa.md) and
     ``res_shift`` in ``[-128, acc_bits - 8]`` (left shifts beyond that would not fit the
-    accumulator; the compiler never emits them). The sum is carried in
-    ``max(acc_bits, 32) + 2`` bits.
+    accumulator; the compiler never emits them) and ``bias`` in ``bias_bits`` signed bits. The
+    sum is carried in ``max(acc_bits, bias_bits) + 2`` bits, and only the low
+    ``acc_bits.bit_length()`` bits of ``shift`` are read (both are all that the three terms
+    and the shift range need: no 64-bit or 34-bit datapath when the accumulator is narrow).
 
     Parameters
     ----------
     acc_bits : int
         Accumulator width.
+    bias_bits : int
+        Bias width (default 32, the BIAS row's field). The core passes ``acc_bits``: the
+        compiler refuses a layer whose bias does not fit the accumulator
+        (``sw/numerics.check_acc_fits`` counts the bias in the worst case).
 
     Members
     -------
     i_valid : In(1)
         The inputs below hold a value to requantize this cycle.
     acc : In(signed(acc_bits))
-    bias : In(signed(32))
+    bias : In(signed(bias_bits))
     shift : In(8)
     res : In(signed(8))
         Residual operand (ignored unless ``residual``).
@@ -45,12 +51,15 @@ class RequantLane(wiring.Component):
 
     latency = 3
 
-    def __init__(self, *, acc_bits: int = 32):
+    def __init__(self, *, acc_bits: int = 32, bias_bits: int = 32):
         if not 16 <= acc_bits <= 64:
             raise ValueError(f"acc_bits={acc_bits} must be in [16, 64]")
+        if not 8 <= bias_bits <= 32:
+            raise ValueError(f"bias_bits={bias_bits} must be in [8, 32]")
         self._acc_bits = acc_bits
+        self._bias_bits = bias_bits
         super().__init__({
-            "i_valid": In(1), "acc": In(signed(acc_bits)), "bias": In(signed(32)),
+            "i_valid": In(1), "acc": In(signed(acc_bits)), "bias": In(signed(bias_bits)),
             "shift": In(8), "res": In(signed(8)), "res_shift": In(signed(8)),
             "relu": In(1), "residual": In(1),
             "o_valid": Out(1), "out": Out(signed(8)),
@@ -62,7 +71,12 @@ class RequantLane(wiring.Component):
 
     @property
     def sum_bits(self) -> int:
-        return max(self._acc_bits, 32) + 2
+        return max(self._acc_bits, self._bias_bits) + 2
+
+    @property
+    def shift_bits(self) -> int:
+        """Bits of ``shift`` the lane reads (shifts are in ``[0, acc_bits]``)."""
+        return self._acc_bits.bit_length()
 
     def model(self, acc: int, bias: int, shift: int, *, relu: bool = False,
               residual: int | None = None, res_shift: int = 0) -> int:
@@ -84,13 +98,14 @@ class RequantLane(wiring.Component):
         aligned = Signal(signed(W))
         m.d.comb += aligned.eq(Mux(~self.residual, 0, Mux(s >= 0, left, right)))
         v1 = Signal(signed(W), name="v1")
-        sh1, relu1, ok1 = Signal(8), Signal(), Signal()
-        m.d.sync += [v1.eq(self.acc + self.bias + aligned), sh1.eq(self.shift),
+        SB = self.shift_bits
+        sh1, relu1, ok1 = Signal(SB), Signal(), Signal()
+        m.d.sync += [v1.eq(self.acc + self.bias + aligned), sh1.eq(self.shift[:SB]),
                      relu1.eq(self.relu), ok1.eq(self.i_valid)]
         # Stage 2: round-half-up right shift: ((v >> (s-1)) + 1) >> 1 for s >= 1.
         v2 = Signal(signed(W), name="v2")
         relu2, ok2 = Signal(), Signal()
-        rounded = ((v1 >> (sh1 - 1)[:8]) + 1) >> 1
+        rounded = ((v1 >> (sh1 - 1)[:SB]) + 1) >> 1
         m.d.sync += [v2.eq(Mux(sh1 == 0, v1, rounded)), relu2.eq(relu1), ok2.eq(ok1)]
         # Stage 3: ReLU and saturation.
         with m.If(v2 > 127):

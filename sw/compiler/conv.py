@@ -342,6 +342,11 @@ def conv_bias_bytes(op: Conv2d, cfg: CoreConfig) -> bytes:
     lo, hi = nx.int_range(32)
     if np.any((op.bias < lo) | (op.bias > hi)):
         raise CompileError(f"layer {op.name!r}: a bias does not fit int32")
+    # (the requantizer adds the bias at the accumulator's width, hw/requant.py)
+    lo, hi = nx.int_range(cfg.acc_bits)
+    if np.any((op.bias < lo) | (op.bias > hi)):
+        raise CompileError(f"layer {op.name!r}: a bias does not fit the {cfg.acc_bits}-bit "
+                           f"accumulator")
     if np.any((op.shift < 0) | (op.shift > cfg.acc_bits)):
         raise CompileError(f"layer {op.name!r}: requantization shifts must be in "
                            f"[0, {cfg.acc_bits}], got {op.shift.min()}..{op.shift.max()}")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from shiftbook.config import CoreConfig
+from shiftbook.hw.limits import check_fields
 from shiftbook.isa import INSN_BYTES, WFMT_CODEBOOK, WFMT_RAW, Insn, Opcode, encode_program
 from shiftbook.sw import numerics as nx
 from shiftbook.sw.compiler.conv import (
@@ -153,6 +154,10 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
         layers.append(_layer_meta(index, op, plan, graph, cfg, len(wb), w_addr, b_addr,
                                   len(bb), extra))
     em.insns.append(Insn(Opcode.END, {}))
+    # The core latches each field at a config-derived width: refuse a value it would cut.
+    too_wide = check_fields(em.insns, cfg)
+    if too_wide is not None:
+        raise CompileError(too_wide)
     program = encode_program(em.insns)
     if len(program) > data_base and data_base > 0:
         raise AssertionError("program grew between passes")

@@ -180,5 +180,6 @@ def test_icebreaker_bitstream_fits(tmp_path) -> None:
     pytest.importorskip("shiftbook.hw.core")
     rep = bb.build("icebreaker", tmp_path)
     assert rep.timing_met
+    assert rep.resources["lut"]["used"] <= 0.95 * rep.resources["lut"]["available"]
     assert (tmp_path / "shiftbook_board.bin").stat().st_size > 100_000
     assert rep.resources["spram"]["used"] == 2
