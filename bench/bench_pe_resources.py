@@ -2,10 +2,10 @@
 
 Each PE (``hw/pe.py``) is synthesised alone with YoWASP Yosys ``synth_ecp5``, once with DSP
 inference (the multiplier goes into a MULT18X18D) and once with ``-nodsp`` (everything in
-LUTs). LUT4s count carry cells as two LUT4s each (a CCU2C holds two). From the per-PE counts
-the benchmark also estimates the largest array of each kind that fits the ULX3S-85F
-(LFE5U-85F: 83640 LUT4s, 156 MULT18X18D), keeping a fixed share of LUTs for the rest of the
-core; a placed-and-routed check of those arrays is `shiftbook build` territory.
+LUTs), and once more with ``-nowidelut`` (no PFU-mux LUT5/6 mapping, which costs more LUT4s
+here). LUT4s count carry cells as two LUT4s each (a CCU2C holds two). The largest array of
+each kind on the ULX3S-85F, with the whole board design synthesised, placed and routed, is
+``bench/bench_max_array.py``.
 
 Run: ``.venv/bin/python bench/bench_pe_resources.py [--acc-bits 32] [--exp-bits 4]``.
 Writes bench/out/bench_pe_resources.json.
@@ -26,19 +26,14 @@ from amaranth.back import rtlil
 from shiftbook.boards.build import _yosys_cells, find_tools
 from shiftbook.hw.pe import make_pe
 
-ECP5_85F = {"lut4": 83640, "ff": 83640, "dsp": 156}
-# LUT4 share reserved for the non-array part of the core and board (controller, DMA, buffers'
-# address logic, requantizer, UART link), and headroom to close timing.
-RESERVED_LUT_SHARE = 0.4
-
 
 def synth_pe(kind: str, *, acc_bits: int, exp_bits: int, dsp: bool, workdir: Path,
-             yosys: str) -> dict[str, int]:
+             yosys: str, widelut: bool = True) -> dict[str, int]:
     pe = make_pe(kind, acc_bits=acc_bits, exp_bits=exp_bits)
-    il = workdir / f"{kind}_{'dsp' if dsp else 'nodsp'}.il"
+    il = workdir / f"{kind}_{'dsp' if dsp else 'nodsp'}{'' if widelut else '_nowidelut'}.il"
     il.write_text(rtlil.convert(pe, name="pe"))
     log = il.with_suffix(".log")
-    opts = "" if dsp else " -nodsp"
+    opts = ("" if dsp else " -nodsp") + ("" if widelut else " -nowidelut")
     # YoWASP tools only see the working directory: run there with relative names.
     proc = subprocess.run([yosys, "-q", "-l", log.name, "-p",
                            f"read_rtlil {il.name}; synth_ecp5 -top pe{opts}; stat"],
@@ -57,15 +52,6 @@ def synth_pe(kind: str, *, acc_bits: int, exp_bits: int, dsp: bool, workdir: Pat
                           ("TRELLIS_FF", "$scopeinfo"))}}
 
 
-def largest_array(per_pe: dict[str, int]) -> dict[str, int | str]:
-    lut_budget = int(ECP5_85F["lut4"] * (1 - RESERVED_LUT_SHARE))
-    by_lut = lut_budget // max(per_pe["lut4"], 1)
-    by_dsp = ECP5_85F["dsp"] // per_pe["dsp"] if per_pe["dsp"] else None
-    n = min(by_lut, by_dsp) if by_dsp is not None else by_lut
-    return {"pes": n, "bound": "DSP" if by_dsp is not None and by_dsp <= by_lut else "LUT",
-            "by_lut": by_lut, "by_dsp": by_dsp if by_dsp is not None else -1}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--acc-bits", type=int, default=32)
@@ -75,40 +61,35 @@ def main(argv: list[str] | None = None) -> int:
     yosys = find_tools("ecp5")["YOSYS"]
     t0 = time.monotonic()
     res: dict[str, dict] = {}
+    variants = {"shift_dsp": ("shift", True, True), "mult_dsp": ("mult", True, True),
+                "mult_nodsp": ("mult", False, True), "shift_nodsp": ("shift", False, True),
+                "shift_nowidelut": ("shift", True, False),
+                "mult_nowidelut": ("mult", True, False)}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("shift", "mult"):
-            for dsp in (True, False):
-                key = f"{kind}_{'dsp' if dsp else 'nodsp'}"
-                res[key] = synth_pe(kind, acc_bits=args.acc_bits, exp_bits=args.exp_bits,
-                                    dsp=dsp, workdir=Path(tmp), yosys=yosys)
-    arrays = {"shift": largest_array(res["shift_dsp"]), "mult": largest_array(res["mult_dsp"]),
-              "mult_nodsp": largest_array(res["mult_nodsp"])}
+        for key, (kind, dsp, widelut) in variants.items():
+            res[key] = synth_pe(kind, acc_bits=args.acc_bits, exp_bits=args.exp_bits,
+                                dsp=dsp, widelut=widelut, workdir=Path(tmp), yosys=yosys)
     ratios = {
         "lut4_mult_nodsp_over_shift": res["mult_nodsp"]["lut4"] / res["shift_dsp"]["lut4"],
         "lut4_mult_dsp_over_shift": res["mult_dsp"]["lut4"] / res["shift_dsp"]["lut4"],
         "ff_mult_over_shift": res["mult_nodsp"]["ff"] / max(res["shift_dsp"]["ff"], 1),
-        "largest_array_shift_over_mult": arrays["shift"]["pes"] / max(arrays["mult"]["pes"], 1),
     }
     print(f"ECP5 resources per PE (acc_bits={args.acc_bits}, exp_bits={args.exp_bits}; "
           f"LUT4 = LUT4 + 2 x CCU2C)")
-    print(f"  {'':22s}{'LUT4':>8s}{'FF':>8s}{'DSP':>6s}")
+    print(f"  {'':26s}{'LUT4':>7s}{'(LUT4':>7s}{'CCU2C)':>8s}{'FF':>6s}{'DSP':>5s}")
     for key, label in (("shift_dsp", "shift PE"), ("mult_dsp", "mult PE (DSP)"),
-                       ("mult_nodsp", "mult PE (-nodsp)"), ("shift_nodsp", "shift PE (-nodsp)")):
+                       ("mult_nodsp", "mult PE (-nodsp)"), ("shift_nodsp", "shift PE (-nodsp)"),
+                       ("shift_nowidelut", "shift PE (-nowidelut)"),
+                       ("mult_nowidelut", "mult PE (DSP, -nowidelut)")):
         r = res[key]
-        print(f"  {label:22s}{r['lut4']:8d}{r['ff']:8d}{r['dsp']:6d}")
+        print(f"  {label:26s}{r['lut4']:7d}{r['lut4_plain']:7d}{r['ccu2c']:8d}{r['ff']:6d}"
+              f"{r['dsp']:5d}")
     print(f"  LUT4 ratio mult(-nodsp)/shift: {ratios['lut4_mult_nodsp_over_shift']:.2f}x, "
           f"mult(DSP)/shift: {ratios['lut4_mult_dsp_over_shift']:.2f}x")
-    print(f"Largest array estimate on ULX3S-85F ({1 - RESERVED_LUT_SHARE:.0%} of "
-          f"{ECP5_85F['lut4']} LUT4s for PEs, {ECP5_85F['dsp']} MULT18X18D):")
-    for k in ("shift", "mult", "mult_nodsp"):
-        a = arrays[k]
-        print(f"  {k:11s} {a['pes']:6d} PEs ({a['bound']}-bound)")
-    print(f"  shift / mult(DSP): {ratios['largest_array_shift_over_mult']:.2f}x")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     record = {"bench": "pe_resources", "device": "LFE5U-85F", "acc_bits": args.acc_bits,
-              "exp_bits": args.exp_bits, "per_pe": res, "largest_array": arrays,
-              "ratios": ratios, "reserved_lut_share": RESERVED_LUT_SHARE,
+              "exp_bits": args.exp_bits, "per_pe": res, "ratios": ratios,
               "seconds": round(time.monotonic() - t0, 1)}
     (out / "bench_pe_resources.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out / 'bench_pe_resources.json'}")

@@ -31,7 +31,7 @@ from .targets import Target, get_target
 __all__ = [
     "BuildError", "ToolMissingError", "DoesNotFitError", "TimingError", "BuildReport",
     "find_tools", "board_top", "board_verilog", "build", "build_design", "parse_report",
-    "TOP_NAME",
+    "synthesize_design", "TOP_NAME",
 ]
 
 TOP_NAME = "shiftbook_board"
@@ -334,4 +334,26 @@ def _yosys_cells(path: Path) -> dict[str, int]:
             cells[old.group(1)] = int(old.group(2))
         elif re.match(r"^\S", line):
             break
+    return cells
+
+
+def synthesize_design(target: Target, design: Any, outdir: str | Path, *,
+                      tools: dict[str, str] | None = None, synth_opts: str = ""
+                      ) -> dict[str, int]:
+    """Run only the Yosys step of a target's build plan on any elaboratable and return the
+    cell counts of its ``stat`` (resource estimates without place and route)."""
+    env_tools = tools if tools is not None else find_tools(target.family)
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _plan(target, design, synth_opts=synth_opts)
+    plan.extract(str(out))
+    rpt = out / f"{TOP_NAME}.rpt"
+    rpt.unlink(missing_ok=True)
+    proc = subprocess.run([env_tools["YOSYS"], "-q", "-l", rpt.name, f"{TOP_NAME}.ys"],
+                          cwd=out, capture_output=True, text=True)
+    log = rpt.read_text(errors="replace") if rpt.exists() else ""
+    cells = _yosys_cells(rpt) if log else {}
+    if proc.returncode or not cells:
+        raise BuildError(f"yosys failed (exit status {proc.returncode}) in {out}: "
+                         f"{_tail(proc.stdout + proc.stderr + log, 2)}")
     return cells

@@ -8,7 +8,7 @@ requantization lane, so the drain of tile t overlaps the reduction of tile t+1.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,8 +46,20 @@ def pe_model(acc: int, x: int, code: int, *, valid: bool, mode: int, first: bool
     return acc - (1 << acc_bits) if acc >> (acc_bits - 1) else acc
 
 
+def _int8_greater(m: Module, x: Value, acc: Value) -> Value:
+    """``x > acc`` for an int8 ``x``: when ``acc`` is outside the int8 range its sign decides;
+    otherwise an 8-bit comparison (cheaper than a full-width comparator)."""
+    hi = acc[7:]
+    in_range = Signal()
+    m.d.comb += in_range.eq((hi == 0) | (hi == (1 << len(hi)) - 1))
+    low_greater = Signal()
+    m.d.comb += low_greater.eq(x > acc[:8].as_signed())
+    return Mux(in_range, low_greater, acc[-1])
+
+
 class _PE(wiring.Component):
-    """Common PE shell; subclasses provide the MAC addend.
+    """Common PE shell: one adder for every mode (docs/hw.md, "PE datapath"); subclasses
+    provide its MAC operand.
 
     Parameters
     ----------
@@ -121,25 +133,40 @@ class _PE(wiring.Component):
         return pe_model(acc, x, code, valid=valid, mode=mode, first=first,
                         acc_bits=self._acc_bits, exp_bits=self._exp_bits, kind=self.kind)
 
-    def _addend(self, m: Module):
+    def _operand(self, m: Module, mac: Value, pass_x: Value) -> tuple[Value, Value]:
+        """The adder's second operand and carry-in: the MAC addend when ``mac`` (a valid MAC
+        step), ``x`` when ``pass_x``, otherwise 0."""
         raise NotImplementedError
 
     def elaborate(self, platform):
         m = Module()
         ab = self._acc_bits
-        lo = Const(-(1 << (ab - 1)), signed(ab))
-        base = Signal(signed(ab))
-        m.d.comb += base.eq(Mux(self.first, Mux(self.mode == Mode.MAX, lo, 0), self.acc))
+        is_mac = Signal()
+        is_max = Signal()
+        is_sum = Signal()
+        m.d.comb += [is_mac.eq(self.mode == Mode.MAC), is_max.eq(self.mode == Mode.MAX),
+                     is_sum.eq(self.mode == Mode.SUM)]
+        # One adder serves every mode: nxt = a + b (+ cin).
+        #   MAC/SUM: a = first ? 0 : acc, b = addend (0 when not valid).
+        #   MAX: x wins when first or x > acc; then a = 0, b = x; else a = acc (or the most
+        #   negative value when first and not valid), b = 0. The comparison only needs the
+        #   old accumulator, never the adder's result.
+        x_wins = Signal()
+        m.d.comb += x_wins.eq(self.first | _int8_greater(m, self.x, self.acc))
+        clear = Signal()
+        m.d.comb += clear.eq(self.first | (is_max & self.valid & x_wins))
+        a = Signal(signed(ab))
+        m.d.comb += [
+            a[:ab - 1].eq(Mux(clear, 0, self.acc[:ab - 1])),
+            a[ab - 1].eq(Mux(clear, self.first & is_max & ~self.valid, self.acc[ab - 1])),
+        ]
+        pass_x = Signal()
+        m.d.comb += pass_x.eq(self.valid & (is_sum | (is_max & x_wins)))
+        mac = Signal()
+        m.d.comb += mac.eq(self.valid & is_mac)
+        b, cin = self._operand(m, mac, pass_x)
         nxt = Signal(signed(ab))
-        addend = self._addend(m)
-        with m.If(~self.valid):
-            m.d.comb += nxt.eq(base)
-        with m.Elif(self.mode == Mode.MAX):
-            m.d.comb += nxt.eq(Mux(self.x > base, self.x, base))
-        with m.Elif(self.mode == Mode.SUM):
-            m.d.comb += nxt.eq(base + self.x)
-        with m.Else():
-            m.d.comb += nxt.eq(base + addend)
+        m.d.comb += nxt.eq(a + b + cin)
         with m.If(self.en):
             m.d.sync += self.acc.eq(nxt)
         with m.If(self.en & self.load):
@@ -157,14 +184,20 @@ class ShiftPE(_PE):
 
     kind = "shift"
 
-    def _addend(self, m: Module):
+    def _operand(self, m: Module, mac: Value, pass_x: Value) -> tuple[Value, Value]:
         eb = self._exp_bits
         e, sign, zero = self.code[:eb], self.code[eb], self.code[eb + 1]
-        p = Signal(signed(8 + (1 << eb)))
-        m.d.comb += p.eq(self.x << e)
-        addend = Signal(signed(self._acc_bits))
-        m.d.comb += addend.eq(Mux(zero, 0, Mux(sign, -p, p)))
-        return addend
+        # SUM and MAX reuse the shifter with a zero shift; a negative product is added as
+        # ~p + 1 (the +1 is the adder's carry-in), so there is no separate negation adder.
+        xg = Signal(signed(8))
+        m.d.comb += xg.eq(Mux(pass_x | (mac & ~zero), self.x, 0))
+        neg = Signal()
+        m.d.comb += neg.eq(mac & sign)
+        p = Signal(signed(8 + (1 << eb) - 1))
+        m.d.comb += p.eq(xg << Mux(mac, e, 0))
+        b = Signal(signed(len(p)))
+        m.d.comb += b.eq(p ^ neg.replicate(len(p)))
+        return b, neg
 
 
 class MultPE(_PE):
@@ -176,10 +209,12 @@ class MultPE(_PE):
 
     kind = "mult"
 
-    def _addend(self, m: Module):
-        addend = Signal(signed(16))
-        m.d.comb += addend.eq(self.x * self.code.as_signed())
-        return addend
+    def _operand(self, m: Module, mac: Value, pass_x: Value) -> tuple[Value, Value]:
+        prod = Signal(signed(16))
+        m.d.comb += prod.eq(self.x * self.code.as_signed())
+        b = Signal(signed(16))
+        m.d.comb += b.eq(Mux(mac, prod, Mux(pass_x, self.x, 0)))
+        return b, Const(0, 1)
 
 
 def make_pe(kind: str, *, acc_bits: int, exp_bits: int) -> _PE:

@@ -104,3 +104,42 @@ def test_drain_register_load_and_shift():
 def test_bad_parameters():
     with pytest.raises(ValueError, match="exp_bits"):
         ShiftPE(acc_bits=16, exp_bits=4)
+
+
+@pytest.mark.parametrize("kind", ["shift", "mult"])
+def test_pe_every_mode_value_matches_model(kind):
+    # all four 2-bit mode values (3 is not in the ISA: it only clears on `first`), with
+    # accumulators near both wrap points and x at the int8 extremes (the MAX comparator
+    # looks at 8 bits plus an in-range check, so values just outside int8 matter)
+    dut = (ShiftPE if kind == "shift" else MultPE)(acc_bits=24, exp_bits=4)
+    rng = random.Random(11)
+    xs = [-128, -127, -1, 0, 1, 126, 127]
+    steps = [(0, 0, 1, Mode.SUM, 1)]
+    for _ in range(1500):
+        mode = rng.randrange(4)
+        x = rng.choice(xs) if rng.random() < 0.5 else rng.randrange(-128, 128)
+        steps.append((x, rng.randrange(256), rng.random() < 0.85, mode, rng.random() < 0.08))
+    # walk the accumulator across the int8 range boundaries with SUM, checking MAX on the way
+    for x in (127, 1, 1, -128, -128, -1, 127):
+        steps.append((x, 0, 1, Mode.SUM, 0))
+        steps.append((rng.choice(xs), 0, 1, Mode.MAX, 0))
+    _check_steps(dut, steps)
+
+
+def test_max_against_accumulators_outside_int8():
+    # the MAX comparator's in-range check: acc = 128, -129, +-2**k, the most negative value
+    dut = ShiftPE(acc_bits=32, exp_bits=4)
+    steps = []
+    for acc in (128, -129, 255, -256, 1 << 20, -(1 << 20), (1 << 31) - 1, -(1 << 31)):
+        for x in (-128, -1, 0, 127):
+            # build acc from 0 with MAC steps of +-(m << e), then MAX with x
+            steps.append((0, 0, 1, Mode.SUM, 1))
+            rest = acc
+            while rest:
+                mag = abs(rest)
+                e = min(15, max(0, mag.bit_length() - 7))
+                m = min(127, mag >> e)
+                steps.append((m, e | (16 if rest < 0 else 0), 1, Mode.MAC, 0))
+                rest -= m << e if rest > 0 else -(m << e)
+            steps.append((x, 0, 1, Mode.MAX, 0))
+    _check_steps(dut, steps)
