@@ -249,28 +249,6 @@ def test_codebook_micro_programs_match_measured_rtl(name: str) -> None:
     assert est.approximate == []
 
 
-@pytest.mark.rtl
-def test_cli_estimate_validate(tmp_path: Path, rtl_ok: None,
-                               capsys: pytest.CaptureFixture[str]) -> None:
-    from shiftbook.cli import main
-    from shiftbook.sw.bundle import write_bundle
-    from shiftbook.sw.compiler import compile_graph
-
-    tiny = PRESETS["tiny"]
-    case = corpus.Case("cli", "tiny", cin=3, size=6, chain=((4, 3, 1), (3, 1, 2)))
-    graph, inputs = corpus.chain_graph(case, tiny.exp_bits, tiny.acc_bits)
-    write_bundle(compile_graph(graph, tiny, inputs), graph, tmp_path / "b")
-    capsys.readouterr()
-    assert main(["estimate", str(tmp_path / "b"), "--validate", "--json"]) == 0
-    rec = json.loads(capsys.readouterr().out)
-    assert [lay["name"] for lay in rec["layers"]] == ["conv0", "conv1"]
-    for lay in rec["layers"]:
-        assert lay["rtl"] > 0 and abs(lay["error_pct"]) <= BOUND_PCT
-    assert rec["max_abs_error_pct"] <= BOUND_PCT
-    assert main(["estimate", str(tmp_path / "b"), "--validate"]) == 0
-    assert "max |error|" in capsys.readouterr().out
-
-
 # ---------------------------------------------------------------- memory stalls
 def test_port_spreads_stalls_evenly() -> None:
     """25 % stalls: cycles 3, 7, 11, ... refuse requests; fetch takes only accepted cycles."""
@@ -327,8 +305,9 @@ def test_stall_model_tracks_rtl_with_random_stalls(name: str, rtl_ok: None) -> N
 
 
 @pytest.mark.rtl
-def test_cli_estimate_validate_with_stalls(tmp_path: Path, rtl_ok: None,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("stall_pct", [0, 25])
+def test_cli_estimate_validate(tmp_path: Path, rtl_ok: None, stall_pct: int,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     from shiftbook.cli import main
     from shiftbook.sw.bundle import write_bundle
     from shiftbook.sw.compiler import compile_graph
@@ -338,13 +317,18 @@ def test_cli_estimate_validate_with_stalls(tmp_path: Path, rtl_ok: None,
     graph, inputs = corpus.chain_graph(case, tiny.exp_bits, tiny.acc_bits)
     write_bundle(compile_graph(graph, tiny, inputs), graph, tmp_path / "b")
     capsys.readouterr()
-    args = ["estimate", str(tmp_path / "b"), "--validate", "--stall-pct", "25", "--json"]
-    assert main(args) == 0
+    args = ["estimate", str(tmp_path / "b"), "--validate"]
+    if stall_pct:
+        args += ["--stall-pct", str(stall_pct)]
+    bound = STALL_BOUND_PCT if stall_pct else BOUND_PCT
+    assert main(args + ["--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["stall_pct"] == 25 and rec["stall_seed"] == 1
-    assert rec["max_abs_error_pct"] <= STALL_BOUND_PCT
-    assert main(["estimate", str(tmp_path / "b"), "--stall-pct", "25"]) == 0
-    out = capsys.readouterr().out
-    assert "memory stalls 25% of cycles" in out
-    assert main(["estimate", str(tmp_path / "b"), "--stall-pct", "100"]) == 2
-    assert "--stall-pct 100 must be in [0, 99]" in capsys.readouterr().err
+    assert [lay["name"] for lay in rec["layers"]] == ["conv0", "conv1"]
+    assert rec["stall_pct"] == stall_pct
+    if stall_pct:
+        assert rec["stall_seed"] == 1
+    for lay in rec["layers"]:
+        assert lay["rtl"] > 0 and abs(lay["error_pct"]) <= bound
+    assert rec["max_abs_error_pct"] <= bound
+    assert main(args) == 0
+    assert "max |error|" in capsys.readouterr().out
