@@ -133,7 +133,7 @@ def synth_point(target, base: CoreConfig, kind: str, rows: int, cols: int,
 
 
 def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int, int]],
-                    work: Path, tries: int = 2) -> dict[str, Any]:
+                    work: Path, tries: int = 2, router: str = "router2") -> dict[str, Any]:
     """P&R the first shape; step down along ``shapes`` if it does not fit or misses timing."""
     attempts = []
     for rows, cols in shapes[:tries]:
@@ -142,7 +142,8 @@ def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int,
         t0 = time.monotonic()
         try:
             rep = build_design(target, board_top(target, cfg), work / f"pnr_{kind}_{rows}x{cols}",
-                               config_name=cfg.name, allow_timing_fail=True)
+                               config_name=cfg.name, allow_timing_fail=True,
+                               nextpnr_opts=f"--router {router}")
         except DoesNotFitError as e:
             say(f"  {kind} {rows}x{cols}: {e}")
             attempts.append({"rows": rows, "cols": cols, "fits": False, "error": str(e)})
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--pnr", action="store_true", default=True,
                       help="also place and route the predicted maxima (default)")
     ap.add_argument("--kinds", default="shift,mult")
+    ap.add_argument("--router", choices=("router1", "router2"), default="router2",
+                    help="nextpnr router (default router2: on these large designs router1 showed "
+                         "no progress in 40 minutes; docs/hw.md)")
     ap.add_argument("--jobs", type=int, default=2, help="place-and-route runs at once")
     ap.add_argument("--workdir", default=str(Path(__file__).parent.parent / "build" / "max_array"),
                     help="synthesis and P&R outputs (default: build/max_array)")
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             k = record["kinds"][kind]
             shapes = [(k["max"]["rows"], k["max"]["cols"])] + [tuple(s) for s in
                                                                k["next_shapes"]]
-            k["pnr"] = place_and_route(target, base, kind, shapes, work)
+            k["pnr"] = place_and_route(target, base, kind, shapes, work, router=args.router)
             write()
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for f in [pool.submit(pnr, kind) for kind in kinds]:

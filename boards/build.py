@@ -190,9 +190,10 @@ def build(name: str | None, outdir: str | Path, *, config: str | None = None,
 
 def build_design(target: Target, design: Any, outdir: str | Path, *, config_name: str = "-",
                  allow_timing_fail: bool = False, tools: dict[str, str] | None = None,
-                 synth_opts: str = "", log: Callable[[str], None] | None = None
-                 ) -> BuildReport:
-    """Place and route any elaboratable on a target's platform (tests, benchmarks)."""
+                 synth_opts: str = "", nextpnr_opts: str = "",
+                 log: Callable[[str], None] | None = None) -> BuildReport:
+    """Place and route any elaboratable on a target's platform (tests, benchmarks);
+    ``nextpnr_opts`` are appended to nextpnr's command line (e.g. ``--router router2``)."""
     _check_bitstream(target)
     say = log or (lambda _m: None)
     env_tools = tools if tools is not None else find_tools(target.family)
@@ -202,7 +203,7 @@ def build_design(target: Target, design: Any, outdir: str | Path, *, config_name
     for stale in [report_json] + [f.format(n=TOP_NAME) for _, f in _STEPS[target.family]]:
         (out / stale).unlink(missing_ok=True)
     plan = _plan(target, design, synth_opts=synth_opts,
-                 nextpnr_opts=f"--report {report_json} --timing-allow-fail")
+                 nextpnr_opts=f"--report {report_json} --timing-allow-fail {nextpnr_opts}".strip())
     plan.extract(str(out))
     env = dict(os.environ)
     env.update(env_tools)
