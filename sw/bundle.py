@@ -42,7 +42,7 @@ from shiftbook.sw.compiler import CompiledProgram, Placement, unpack_tensor
 from shiftbook.sw.ir import Graph, IRError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "Bundle", "write_bundle",
-           "load_bundle"]
+           "publish_dir", "load_bundle"]
 
 BUNDLE_FORMAT = "shiftbook-bundle"
 BUNDLE_VERSION = 1
@@ -134,18 +134,24 @@ def write_bundle(prog: CompiledProgram, graph: Graph, path: str | Path) -> Path:
         (tmp / MANIFEST).write_text(json.dumps(_manifest(prog, ir_files), indent=1,
                                                sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=parent))
-            os.rmdir(old)
-            os.rename(path, old)
-        os.rename(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def publish_dir(tmp: Path, path: Path) -> None:
+    """Put the finished directory ``tmp`` at ``path`` (a sibling): a directory already there
+    is renamed aside first and removed after, so ``path`` never holds a half-written tree."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.rmdir(old)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:

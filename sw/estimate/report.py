@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shiftbook.sw.bundle import publish_dir
 from shiftbook.sw.estimate.energy import DESIGNS
 
 
@@ -191,13 +192,7 @@ def write_report(bundle_path: str | Path, out_dir: str | Path,
         (tmp / "report.html").write_text(_html(rec, comparison))
         if out.exists() and not out.is_dir():
             raise ReportError(f"{out_dir} exists and is not a directory")
-        old = None
-        if out.exists():
-            old = parent / f".{out.name}.old.{os.getpid()}"
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, parent / out.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
