@@ -18,8 +18,12 @@ MULT18X18D per PE) the benchmark
 LUT4s after packing: nextpnr counts more LUT4s than Yosys (route-through LUTs); the factor
 measured on the 4x8 ULX3S build (25639 placed for 24455 synthesised) is applied to the
 prediction, and LUT use is capped at ``LUT_CAP`` of the device to leave room for routing.
+A place and route that does not finish in ``--pnr-timeout`` minutes counts as not fitting
+(the bench steps down).
 
-Run: ``.venv/bin/python bench/bench_max_array.py [--quick] [--kinds shift,mult]``.
+Run: ``.venv/bin/python bench/bench_max_array.py [--quick] [--kinds shift,mult] [--reuse]``
+(``--reuse`` reports finished runs of byte-identical designs in the workdir again,
+``boards.build.plan_is_built``).
 Writes bench/out/max_array.json (after the prediction, again after each place and route).
 Place and route of a near-full LFE5U-85F with the WebAssembly nextpnr takes hours on a
 2-core machine.
@@ -41,6 +45,7 @@ import numpy as np
 
 from shiftbook.boards.build import (
     BuildError,
+    BuildTimeoutError,
     DoesNotFitError,
     board_top,
     build_design,
@@ -53,18 +58,25 @@ from shiftbook.config import ConfigError, CoreConfig
 DEVICE = {"lut4": 83640, "ff": 83640, "bram": 208, "dsp": 156}
 RESOURCE_NAMES = {"lut4": "LUT4", "ff": "FF", "bram": "DP16KD", "dsp": "MULT18X18D"}
 # Array shapes are rows x COLS (16 output channels, as the "base" preset); the fit
-# synthesises FIT_ROWS rows (4 points for 2 coefficients; a point whose synthesis fails
-# is left out, see synth_point).
+# synthesises FIT_ROWS rows (3 points for 2 coefficients; a point whose synthesis fails is
+# left out, see synth_point; 1 row is not used: YoWASP Yosys 0.70's abc9 asserts on it).
 COLS = 16
-FIT_ROWS = (1, 2, 3, 4)
-# The ULX3S board config with leaner buffers, so that block RAM does not bind before the PEs
-# do (the board config spends ~4 DP16KD per row and ~11 per column): 32-bit bus (one DP16KD
-# per activation row copy and per output/residual bank), 2 KiB activation copies.
-LEAN = {"bus_bytes": 4, "abuf_bytes": 2048, "obuf_bytes": 1024, "wbuf_rows": 512}
+FIT_ROWS = (2, 3, 4)
+# The ULX3S board config with leaner memories, so that block RAM neither binds before the
+# PEs do (the board config spends ~4 DP16KD per row and ~11 per column) nor fills the EBR
+# rows: 32-bit bus (one DP16KD per activation row copy and per output/residual bank), 2 KiB
+# activation copies, codebooks of up to 9 codes per codeword (the 3x3 PQ preset's d), a
+# 32 KiB board memory. With max_d=18 and 64 KiB both maxima needed 92-94% of the DP16KDs and
+# nextpnr's router2 stopped converging (overused wires rising again after 9-13 iterations).
+LEAN = {"bus_bytes": 4, "abuf_bytes": 2048, "obuf_bytes": 1024, "wbuf_rows": 512,
+        "max_d": 9, "mem_words": 1 << 13}
 # nextpnr LUT4 (TRELLIS_COMB) per Yosys LUT4 (LUT4 + 2 x CCU2C), measured on the 4x8 ULX3S
 # board build: 25639 / 24455.
 PACK_FACTOR = 25639 / 24455
-LUT_CAP = 0.95
+# Routing reserve on the predicted (packed) LUT4s. At 93% placed LUT4s with 94% of the
+# DP16KDs router2 did not converge; with the lean memories 13x16 shift (predicted 92%, placed
+# 88.8%) routed, so the cap is conservative by about one row (--start-rows probes beyond it).
+LUT_CAP = 0.90
 
 
 def say(msg: str) -> None:
@@ -120,12 +132,13 @@ def rows_by_resource(model: dict[str, dict[str, float]], base: CoreConfig, kind:
 
 
 def synth_point(target, base: CoreConfig, kind: str, rows: int, cols: int,
-                work: Path) -> dict[str, Any]:
+                work: Path, reuse: bool = False) -> dict[str, Any]:
     cfg = shape_config(base, kind, rows, cols)
     if cfg is None:
         raise ConfigError(f"{rows}x{cols} is not a legal shape")
     t0 = time.monotonic()
-    cells = synthesize_design(target, board_top(target, cfg), work / f"syn_{kind}_{rows}x{cols}")
+    cells = synthesize_design(target, board_top(target, cfg), work / f"syn_{kind}_{rows}x{cols}",
+                              reuse=reuse)
     res = resources_of(cells)
     say(f"  synth {kind} {rows}x{cols}: LUT4 {res['lut4']}, FF {res['ff']}, DP16KD "
         f"{res['bram']}, DSP {res['dsp']} ({time.monotonic() - t0:.0f} s)")
@@ -133,7 +146,8 @@ def synth_point(target, base: CoreConfig, kind: str, rows: int, cols: int,
 
 
 def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int, int]],
-                    work: Path, tries: int = 2, router: str = "router2") -> dict[str, Any]:
+                    work: Path, tries: int = 2, router: str = "router2", reuse: bool = False,
+                    timeout_s: float | None = None) -> dict[str, Any]:
     """P&R the first shape; step down along ``shapes`` if it does not fit or misses timing."""
     attempts = []
     for rows, cols in shapes[:tries]:
@@ -143,8 +157,9 @@ def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int,
         try:
             rep = build_design(target, board_top(target, cfg), work / f"pnr_{kind}_{rows}x{cols}",
                                config_name=cfg.name, allow_timing_fail=True,
-                               nextpnr_opts=f"--router {router}")
-        except DoesNotFitError as e:
+                               nextpnr_opts=f"--router {router}", reuse=reuse,
+                               timeout_s=timeout_s)
+        except (DoesNotFitError, BuildTimeoutError) as e:
             say(f"  {kind} {rows}x{cols}: {e}")
             attempts.append({"rows": rows, "cols": cols, "fits": False, "error": str(e)})
             continue
@@ -155,7 +170,8 @@ def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int,
         entry = {"rows": rows, "cols": cols, "fits": True, "resources": rep.resources,
                  "synthesised": resources_of(rep.yosys_cells),
                  "fmax_mhz": rep.fmax_mhz, "clk_mhz": rep.clk_mhz,
-                 "timing_met": rep.timing_met, "seconds": round(time.monotonic() - t0)}
+                 "timing_met": rep.timing_met, "reused": rep.reused,
+                 "seconds": rep.seconds if rep.reused else round(time.monotonic() - t0)}
         attempts.append(entry)
         say(f"  {kind} {rows}x{cols}: LUT4 {rep.resources['lut']['used']}, Fmax "
             f"{rep.fmax_mhz:.1f} MHz ({'met' if rep.timing_met else 'MISSED'})")
@@ -165,26 +181,33 @@ def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int,
 
 
 def table(record: dict[str, Any]) -> str:
-    hdr = (f"{'kind':6s}{'array':>7s}{'PEs':>6s}{'LUT4 used/avail':>18s}{'FF':>7s}"
-           f"{'DP16KD':>8s}{'DSP':>5s}{'Fmax':>8s}{'timing':>8s}  {'binds':8s}{'LUT4/PE':>8s}")
-    lines = [hdr]
+    hdr = (f"{'kind':6s}{'predicted':>10s}{'routed':>8s}{'PEs':>6s}{'LUT4 used/avail':>18s}"
+           f"{'FF':>7s}{'DP16KD':>8s}{'DSP':>5s}{'Fmax':>8s}{'timing':>8s}  {'binds':11s}"
+           f"{'LUT4/PE':>8s}")
+    lines, notes = [hdr], []
     for kind, k in record["kinds"].items():
         pnr = (k.get("pnr") or {}).get("confirmed")
+        pred = f"{k['max']['rows']}x{k['max']['cols']}"
         r, c = (pnr["rows"], pnr["cols"]) if pnr else (k["max"]["rows"], k["max"]["cols"])
         if pnr:
             res = pnr["resources"]
             lut = f"{res['lut']['used']}/{res['lut']['available']}"
             ff, bram, dsp = res["ff"]["used"], res["bram"]["used"], res["dsp"]["used"]
             fmax, met = f"{pnr['fmax_mhz']:.1f}", "met" if pnr["timing_met"] else "MISSED"
+            routed = f"{r}x{c}"
         else:
             p = k["max"]["predicted"]
             lut = f"~{p['lut4'] * PACK_FACTOR:.0f}/{DEVICE['lut4']}"
             ff, bram, dsp = f"~{p['ff']:.0f}", f"~{p['bram']:.0f}", f"~{p['dsp']:.0f}"
-            fmax, met = "-", "not run"
-        lines.append(f"{kind:6s}{f'{r}x{c}':>7s}{r * c:6d}{lut:>18s}{ff!s:>7s}{bram!s:>8s}"
-                     f"{dsp!s:>5s}{fmax:>8s}{met:>8s}  {k['max']['binding']:8s}"
+            fmax, met, routed = "-", "not run", "-"
+        lines.append(f"{kind:6s}{pred:>10s}{routed:>8s}{r * c:6d}{lut:>18s}{ff!s:>7s}"
+                     f"{bram!s:>8s}{dsp!s:>5s}{fmax:>8s}{met:>8s}  {k['max']['binding']:11s}"
                      f"{k['fit']['lut4']['per_pe']:8.1f}")
-    return "\n".join(lines)
+        for a in (k.get("pnr") or {}).get("attempts", []):
+            if a is not pnr and not a.get("timing_met"):
+                notes.append(f"  {kind} {a['rows']}x{a['cols']}: "
+                             + (a.get("error") or f"Fmax {a['fmax_mhz']:.1f} MHz, missed"))
+    return "\n".join(lines + notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,12 +221,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--router", choices=("router1", "router2"), default="router2",
                     help="nextpnr router (default router2: on these large designs router1 showed "
                          "no progress in 40 minutes; docs/hw.md)")
-    ap.add_argument("--jobs", type=int, default=2, help="place-and-route runs at once")
+    ap.add_argument("--reuse", action="store_true",
+                    help="report finished synthesis and place-and-route runs of the identical "
+                         "design found in the workdir instead of running them again")
+    ap.add_argument("--pnr-kinds", default=None, metavar="KINDS",
+                    help="place and route only these kinds (default: all of --kinds); the "
+                         "others are reported as predicted")
+    ap.add_argument("--start-rows", default="", metavar="KIND=R[,KIND=R]",
+                    help="start the place-and-route search of a kind at R rows instead of the "
+                         "predicted maximum (e.g. mult=8 after the maximum did not route)")
+    ap.add_argument("--jobs", type=int, default=2, help="synthesis and P&R runs at once")
+    ap.add_argument("--pnr-timeout", type=float, default=240, metavar="MIN",
+                    help="minutes one place and route may take before it counts as not "
+                         "routable and the next smaller shape is tried (default 240)")
     ap.add_argument("--workdir", default=str(Path(__file__).parent.parent / "build" / "max_array"),
                     help="synthesis and P&R outputs (default: build/max_array)")
     ap.add_argument("-o", "--output", default=str(Path(__file__).parent / "out"))
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    try:
+        start_rows = {k.strip(): int(v) for k, v in (item.split("=") for item in
+                                                     args.start_rows.split(",") if item)}
+    except ValueError:
+        ap.error(f"--start-rows wants KIND=ROWS[,KIND=ROWS], not {args.start_rows!r}")
     target = get_target("ulx3s-85f")
     base = dataclasses.replace(target.config, **LEAN, name="ulx3s-lean")
     find_tools("ecp5")
@@ -236,14 +276,20 @@ def main(argv: list[str] | None = None) -> int:
         (out / "max_array.json").write_text(json.dumps(record, indent=2) + "\n")
 
     work = Path(args.workdir)
+    say(f"synthesising {len(FIT_ROWS)} shapes of the ULX3S board design per kind "
+        f"({args.jobs} at once)")
+
+    def synth(kind: str, r: int) -> dict[str, Any] | None:
+        try:
+            return synth_point(target, base, kind, r, COLS, work, reuse=args.reuse)
+        except BuildError as e:    # YoWASP Yosys 0.70's abc9 asserts on a few netlists
+            say(f"  synth {kind} {r}x{COLS} failed, left out of the fit: {e}")
+            return None
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {(kind, r): pool.submit(synth, kind, r) for kind in kinds for r in FIT_ROWS}
+        synthesised = {key: f.result() for key, f in futures.items()}
     for kind in kinds:
-        say(f"{kind}: synthesising {len(FIT_ROWS)} shapes of the ULX3S board design")
-        points = []
-        for r in FIT_ROWS:
-            try:
-                points.append(synth_point(target, base, kind, r, COLS, work))
-            except BuildError as e:    # YoWASP Yosys 0.70's abc9 asserts on a few netlists
-                say(f"  synth {kind} {r}x{COLS} failed, left out of the fit: {e}")
+        points = [synthesised[(kind, r)] for r in FIT_ROWS if synthesised[(kind, r)]]
         if len(points) < 3:
             raise RuntimeError(f"too few {kind} shapes synthesised for a fit")
         model = fit(points)
@@ -266,20 +312,26 @@ def main(argv: list[str] | None = None) -> int:
             "points": points, "fit": model, "pes_any_shape": any_shape,
             "rows_by_resource": {RESOURCE_NAMES[k]: v for k, v in by_res.items()},
             "max": {"rows": rows, "cols": COLS, "pes": rows * COLS,
-                    "binding": RESOURCE_NAMES[bind], "predicted": predict(model, rows * COLS)},
-            "next_shapes": [(r, COLS) for r in range(rows - 1, max(rows - 4, 0), -1)]}
+                    "binding": RESOURCE_NAMES[bind], "predicted": predict(model, rows * COLS)}}
         write()
     if not args.quick:
         # The smaller design first: it is the faster place and route.
         # Both kinds at once (nextpnr is single-threaded; each build runs in a subprocess).
         def pnr(kind: str) -> None:
             k = record["kinds"][kind]
-            shapes = [(k["max"]["rows"], k["max"]["cols"])] + [tuple(s) for s in
-                                                               k["next_shapes"]]
-            k["pnr"] = place_and_route(target, base, kind, shapes, work, router=args.router)
+            top = start_rows.get(kind, k["max"]["rows"])
+            if top != k["max"]["rows"]:
+                k["pnr_start_rows"] = top
+                say(f"{kind}: place and route starts at {top} rows (--start-rows), the "
+                    f"prediction is {k['max']['rows']}")
+            shapes = [(r, COLS) for r in range(top, max(top - 4, 0), -1)]
+            k["pnr"] = place_and_route(target, base, kind, shapes, work, router=args.router,
+                                       reuse=args.reuse, timeout_s=60 * args.pnr_timeout)
             write()
+        pnr_kinds = kinds if args.pnr_kinds is None else [
+            k.strip() for k in args.pnr_kinds.split(",") if k.strip() in kinds]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for f in [pool.submit(pnr, kind) for kind in kinds]:
+            for f in [pool.submit(pnr, kind) for kind in pnr_kinds]:
                 f.result()
     write()
     print()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,9 +30,10 @@ from shiftbook.config import CoreConfig
 from .targets import Target, get_target
 
 __all__ = [
-    "BuildError", "ToolMissingError", "DoesNotFitError", "TimingError", "BuildReport",
+    "BuildError", "ToolMissingError", "DoesNotFitError", "TimingError", "BuildTimeoutError",
+    "BuildReport",
     "find_tools", "board_top", "board_verilog", "build", "build_design", "parse_report",
-    "synthesize_design", "TOP_NAME",
+    "plan_is_built", "synthesize_design", "TOP_NAME",
 ]
 
 TOP_NAME = "shiftbook_board"
@@ -78,6 +80,10 @@ class TimingError(BuildError):
     """Place and route met no timing at the target clock."""
 
 
+class BuildTimeoutError(BuildError):
+    """The build ran past its time limit (a design the router cannot finish in time)."""
+
+
 @dataclass
 class BuildReport:
     board: str
@@ -91,6 +97,7 @@ class BuildReport:
     bitstream: str | None
     seconds: float
     yosys_cells: dict[str, int] = field(default_factory=dict)
+    reused: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -106,7 +113,7 @@ class BuildReport:
                      f"timing {verdict}")
         if self.bitstream:
             lines.append(f"  bitstream {self.bitstream}")
-        lines.append(f"  built in {self.seconds:.0f} s")
+        lines.append(f"  built in {self.seconds:.0f} s" + (" (reused)" if self.reused else ""))
         return "\n".join(lines) + "\n"
 
 
@@ -190,39 +197,55 @@ def build(name: str | None, outdir: str | Path, *, config: str | None = None,
 
 def build_design(target: Target, design: Any, outdir: str | Path, *, config_name: str = "-",
                  allow_timing_fail: bool = False, tools: dict[str, str] | None = None,
-                 synth_opts: str = "", nextpnr_opts: str = "",
+                 synth_opts: str = "", nextpnr_opts: str = "", reuse: bool = False,
+                 timeout_s: float | None = None,
                  log: Callable[[str], None] | None = None) -> BuildReport:
     """Place and route any elaboratable on a target's platform (tests, benchmarks);
-    ``nextpnr_opts`` are appended to nextpnr's command line (e.g. ``--router router2``)."""
+    ``nextpnr_opts`` are appended to nextpnr's command line (e.g. ``--router router2``).
+
+    With ``reuse``, a finished build in ``outdir`` of exactly this plan (every input file
+    byte-identical, every step's output present and newer; see ``plan_is_built``) is reported
+    again instead of rebuilt: for place and route that takes hours. ``timeout_s`` stops the
+    build (every tool it started) after that many seconds with a ``BuildTimeoutError``."""
     _check_bitstream(target)
     say = log or (lambda _m: None)
-    env_tools = tools if tools is not None else find_tools(target.family)
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
     report_json = f"{TOP_NAME}.nextpnr.json"
-    for stale in [report_json] + [f.format(n=TOP_NAME) for _, f in _STEPS[target.family]]:
-        (out / stale).unlink(missing_ok=True)
     plan = _plan(target, design, synth_opts=synth_opts,
                  nextpnr_opts=f"--report {report_json} --timing-allow-fail {nextpnr_opts}".strip())
-    plan.extract(str(out))
-    env = dict(os.environ)
-    env.update(env_tools)
-    env.setdefault("OPENFPGALOADER", "true")    # only building: a stand-in for the programmer
-    env.setdefault("ICEPROG", "true")
-    t0 = time.monotonic()
-    say(f"building {target.name} in {out} (yosys, nextpnr, pack)")
-    proc = subprocess.run(["sh", f"build_{TOP_NAME}.sh"], cwd=out, env=env,
-                          capture_output=True, text=True)
-    seconds = time.monotonic() - t0
-    (out / "build.log").write_text(proc.stdout + proc.stderr)
-    _check_steps(target, out, proc)
-    report = parse_report(out / report_json, target, yosys_log=out / f"{TOP_NAME}.rpt")
+    outputs = [report_json] + [f.format(n=TOP_NAME) for _, f in _STEPS[target.family]]
     bit = _STEPS[target.family][-1][1].format(n=TOP_NAME)
+    reused = reuse and plan_is_built(plan, out, outputs)
+    if reused:
+        say(f"reusing the finished build in {out}")
+        report = parse_report(out / report_json, target, yosys_log=out / f"{TOP_NAME}.rpt")
+        try:
+            seconds = float(json.loads((out / "report.json").read_text())["seconds"])
+        except (OSError, ValueError, KeyError):
+            seconds = 0.0
+    else:
+        env_tools = tools if tools is not None else find_tools(target.family)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in outputs:
+            (out / stale).unlink(missing_ok=True)
+        plan.extract(str(out))
+        env = dict(os.environ)
+        env.update(env_tools)
+        env.setdefault("OPENFPGALOADER", "true")    # only building: a stand-in for the programmer
+        env.setdefault("ICEPROG", "true")
+        t0 = time.monotonic()
+        say(f"building {target.name} in {out} (yosys, nextpnr, pack)")
+        proc = _run_script(["sh", f"build_{TOP_NAME}.sh"], out, env, timeout_s)
+        seconds = time.monotonic() - t0
+        (out / "build.log").write_text(proc.stdout + proc.stderr)
+        _check_steps(target, out, proc)
+        report = parse_report(out / report_json, target, yosys_log=out / f"{TOP_NAME}.rpt")
     rep = BuildReport(board=target.name, device=target.description, family=target.family,
                       config=config_name, resources=report["resources"],
                       clk_mhz=report["clk_mhz"], fmax_mhz=report["fmax_mhz"],
                       timing_met=report["timing_met"], bitstream=str(out / bit),
-                      seconds=round(seconds, 1), yosys_cells=report["yosys_cells"])
+                      seconds=round(seconds, 1), yosys_cells=report["yosys_cells"],
+                      reused=reused)
     (out / "report.json").write_text(rep.to_json())
     (out / "report.txt").write_text(rep.to_text())
     say(rep.to_text().rstrip())
@@ -230,6 +253,45 @@ def build_design(target: Target, design: Any, outdir: str | Path, *, config_name
         raise TimingError(f"{target.name}: Fmax {rep.fmax_mhz:.2f} MHz misses the "
                           f"{rep.clk_mhz:.2f} MHz clock (report in {out / 'report.txt'})")
     return rep
+
+
+def plan_is_built(plan: Any, outdir: str | Path, outputs: list[str]) -> bool:
+    """Whether ``outdir`` holds a finished run of ``plan``: every file of the plan is on disk
+    byte for byte, and every one of ``outputs`` exists, is not empty and is newer than all of
+    the plan's files."""
+    out = Path(outdir)
+    newest_input = 0.0
+    for name, content in plan.files.items():
+        p = out / name
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        try:
+            if p.stat().st_size != len(data) or p.read_bytes() != data:
+                return False
+        except OSError:
+            return False
+        newest_input = max(newest_input, p.stat().st_mtime)
+    for name in outputs:
+        p = out / name
+        if not p.is_file() or p.stat().st_size == 0 or p.stat().st_mtime < newest_input:
+            return False
+    return True
+
+
+def _run_script(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float | None
+                ) -> subprocess.CompletedProcess:
+    """Run a build script in its own process group, so that a timeout stops its tools too."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        (cwd / "build.log").write_text(stdout + stderr)
+        raise BuildTimeoutError(f"the build in {cwd} did not finish in {timeout_s:.0f} s and "
+                                f"was stopped (nextpnr log: {cwd / (TOP_NAME + '.tim')})"
+                                ) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _check_bitstream(target: Target) -> None:
@@ -339,17 +401,22 @@ def _yosys_cells(path: Path) -> dict[str, int]:
 
 
 def synthesize_design(target: Target, design: Any, outdir: str | Path, *,
-                      tools: dict[str, str] | None = None, synth_opts: str = ""
-                      ) -> dict[str, int]:
+                      tools: dict[str, str] | None = None, synth_opts: str = "",
+                      reuse: bool = False) -> dict[str, int]:
     """Run only the Yosys step of a target's build plan on any elaboratable and return the
-    cell counts of its ``stat`` (resource estimates without place and route)."""
-    env_tools = tools if tools is not None else find_tools(target.family)
+    cell counts of its ``stat`` (resource estimates without place and route). With
+    ``reuse``, a finished run of the same plan in ``outdir`` is read instead (``plan_is_built``)."""
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
     plan = _plan(target, design, synth_opts=synth_opts)
-    plan.extract(str(out))
     rpt = out / f"{TOP_NAME}.rpt"
+    if reuse and plan_is_built(plan, out, [rpt.name]):
+        cells = _yosys_cells(rpt)
+        if cells:
+            return cells
+    env_tools = tools if tools is not None else find_tools(target.family)
+    out.mkdir(parents=True, exist_ok=True)
     rpt.unlink(missing_ok=True)
+    plan.extract(str(out))
     proc = subprocess.run([env_tools["YOSYS"], "-q", "-l", rpt.name, f"{TOP_NAME}.ys"],
                           cwd=out, capture_output=True, text=True)
     log = rpt.read_text(errors="replace") if rpt.exists() else ""

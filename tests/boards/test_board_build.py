@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 from amaranth.hdl import Module, Signal
@@ -183,3 +185,93 @@ def test_icebreaker_bitstream_fits(tmp_path) -> None:
     assert rep.resources["lut"]["used"] <= 0.95 * rep.resources["lut"]["available"]
     assert (tmp_path / "shiftbook_board.bin").stat().st_size > 100_000
     assert rep.resources["spram"]["used"] == 2
+
+
+def _fake_tools(tmp_path, calls):
+    """Stand-ins for yosys, nextpnr-ice40 and icepack that write every output a build
+    checks and append their name to ``calls``."""
+    rep = {"utilization": {"ICESTORM_LC": {"used": 43, "available": 5280}},
+           "fmax": {"cd_sync.clk": {"achieved": 50.0, "constraint": 12.0}}}
+    stat = YOSYS_STAT.replace("\n", "\\n")
+    scripts = {
+        "yosys": f'printf "{stat}" > shiftbook_board.rpt; echo {{}} > shiftbook_board.json',
+        "nextpnr": f"echo '{json.dumps(rep)}' > shiftbook_board.nextpnr.json; "
+                   "echo asc > shiftbook_board.asc",
+        "icepack": "echo bin > shiftbook_board.bin"}
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in scripts.items():
+        f = fake / name
+        f.write_text(f"#!/bin/sh\necho {name} >> {calls}\n{body}\n")
+        f.chmod(0o755)
+    return {"YOSYS": str(fake / "yosys"), "NEXTPNR_ICE40": str(fake / "nextpnr"),
+            "ICEPACK": str(fake / "icepack")}
+
+
+class _Counter(_Blink):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ctr = Signal(self.width)
+        m.d.sync += ctr.eq(ctr + 1)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += led.o.eq(ctr[-1])
+        return m
+
+
+def test_reuse_reports_a_finished_build_of_the_same_plan_only(tmp_path) -> None:
+    calls = tmp_path / "calls"
+    tools = _fake_tools(tmp_path, calls)
+    ice, out = get_target("icebreaker"), tmp_path / "out"
+
+    def ran() -> list[str]:
+        return calls.read_text().split() if calls.exists() else []
+
+    first = bb.build_design(ice, _Counter(20), out, tools=tools)
+    assert ran() == ["yosys", "nextpnr", "icepack"] and not first.reused
+    again = bb.build_design(ice, _Counter(20), out, tools=tools, reuse=True)
+    assert ran() == ["yosys", "nextpnr", "icepack"]          # nothing ran
+    assert again.reused and again.resources == first.resources
+    assert (again.fmax_mhz, again.timing_met) == (50.0, True)
+    assert "(reused)" in (out / "report.txt").read_text()
+    # Another design, other nextpnr options, a missing output, or no --reuse: built again.
+    bb.build_design(ice, _Counter(21), out, tools=tools, reuse=True)
+    assert len(ran()) == 6
+    bb.build_design(ice, _Counter(21), out, tools=tools, reuse=True, nextpnr_opts="--seed 2")
+    assert len(ran()) == 9
+    (out / "shiftbook_board.bin").unlink()
+    bb.build_design(ice, _Counter(21), out, tools=tools, reuse=True, nextpnr_opts="--seed 2")
+    assert len(ran()) == 12
+    bb.build_design(ice, _Counter(21), out, tools=tools, nextpnr_opts="--seed 2")
+    assert len(ran()) == 15
+    # Synthesis alone: reused only for the same plan.
+    syn = tmp_path / "syn"
+    cells = bb.synthesize_design(ice, _Counter(20), syn, tools=tools)
+    assert bb.synthesize_design(ice, _Counter(20), syn, tools=tools, reuse=True) == cells
+    assert len(ran()) == 16
+    bb.synthesize_design(ice, _Counter(22), syn, tools=tools, reuse=True)
+    assert len(ran()) == 17
+
+
+def test_build_timeout_stops_the_tools(tmp_path) -> None:
+    calls = tmp_path / "calls"
+    tools = _fake_tools(tmp_path, calls)
+    slow = tmp_path / "bin" / "nextpnr"
+    pidfile = tmp_path / "nextpnr.pid"
+    slow.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    t0 = time.monotonic()
+    with pytest.raises(bb.BuildTimeoutError, match=r"did not finish in 1 s and was stopped"):
+        bb.build_design(get_target("icebreaker"), _Counter(20), tmp_path / "out", tools=tools,
+                        timeout_s=1)
+    assert time.monotonic() - t0 < 10
+    pid = int(pidfile.read_text())
+    for _ in range(50):                 # the tool itself was stopped, not only the script
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the stand-in nextpnr (pid {pid}) still runs")

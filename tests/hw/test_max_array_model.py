@@ -55,3 +55,20 @@ def test_largest_rows_per_resource(bench):
     r = rows["lut4"]
     assert 20000 + 250 * 16 * r <= usable < 20000 + 250 * 16 * (r + 1)
     assert rows["dsp"] == 64    # no DSPs: only CoreConfig's 64-row limit
+
+
+def test_table_shows_prediction_routed_shape_and_failed_attempts(bench):
+    fit = {"lut4": {"per_pe": 168.4}}
+    routed = {"rows": 8, "cols": 16, "fmax_mhz": 31.2, "timing_met": True,
+              "resources": {"lut": {"used": 45000, "available": 83640}, "ff": {"used": 15000},
+                            "bram": {"used": 143}, "dsp": {"used": 128}}}
+    failed = {"rows": 9, "cols": 16, "fits": False, "error": "did not finish in 4800 s"}
+    record = {"kinds": {"mult": {
+        "fit": fit, "max": {"rows": 9, "cols": 16, "binding": "MULT18X18D",
+                            "predicted": {"lut4": 1, "ff": 1, "bram": 1, "dsp": 144}},
+        "pnr": {"confirmed": routed, "attempts": [failed, routed]}}}}
+    lines = bench.table(record).splitlines()
+    assert lines[1].split()[:4] == ["mult", "9x16", "8x16", "128"]
+    assert "45000/83640" in lines[1] and "met" in lines[1]
+    assert lines[2].strip() == "mult 9x16: did not finish in 4800 s"
+    assert len(lines) == 3
