@@ -4,16 +4,17 @@ For each PE kind (``CoreConfig(pe="shift")`` and ``pe="mult"``, whose multiplier
 MULT18X18D per PE) the benchmark
 
 1. synthesises the real board design (``boards.build.board_top``: core, board memory, UART
-   link) of the ULX3S target with YoWASP Yosys at a few small array shapes, using the
-   target's own config with only ``rows``, ``cols`` and ``pe`` changed;
+   link) of the ULX3S target with YoWASP Yosys at ``FIT_ROWS`` rows of ``COLS`` columns,
+   using the target's config with the memories of ``LEAN`` and only ``rows``, ``cols`` and
+   ``pe`` changed;
 2. fits every resource (LUT4 = LUT4 + 2 x CCU2C, FF, DP16KD, MULT18X18D) as
-   ``fixed + a*rows + b*cols + c*rows*cols`` by least squares and prints the residuals
-   (``c`` is the cost of one PE, ``a`` and ``b`` per-row and per-column logic and buffers);
-3. predicts, from every resource, the largest legal ``rows x cols`` (CoreConfig decides what
-   is legal) that fits the LFE5U-85F, and names the resource that binds;
-4. with ``--pnr`` (the default) places and routes the predicted maximum of each kind with
-   nextpnr-ecp5 (``boards.build.build_design``), stepping down one shape if it does not fit
-   or misses the 25 MHz clock.
+   ``fixed + per_pe * PEs`` by least squares and prints the residuals (``per_pe`` includes
+   each row's share of per-row logic and buffers, 1/COLS per PE);
+3. predicts, from every resource, the most rows of ``COLS`` (CoreConfig decides what is
+   legal) that fit the LFE5U-85F, and names the resource that binds;
+4. unless ``--quick``, places and routes the predicted maximum of each kind with
+   nextpnr-ecp5 (``boards.build.build_design``, ``--router router2``), stepping down one row
+   if it does not fit, misses the 25 MHz clock or does not finish in ``--pnr-timeout``.
 
 LUT4s after packing: nextpnr counts more LUT4s than Yosys (route-through LUTs); the factor
 measured on the 4x8 ULX3S build (25639 placed for 24455 synthesised) is applied to the

@@ -117,12 +117,13 @@ def test_targets() -> None:
 
 
 class _Blink(wiring.Component):
-    def __init__(self) -> None:
+    def __init__(self, width: int = 20) -> None:
         super().__init__({})
+        self.width = width
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        ctr = Signal(20)
+        ctr = Signal(self.width)
         m.d.sync += ctr.eq(ctr + 1)
         m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
         m.d.comb += led.o.eq(ctr[-1])
@@ -208,20 +209,6 @@ def _fake_tools(tmp_path, calls):
             "ICEPACK": str(fake / "icepack")}
 
 
-class _Counter(_Blink):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.width = width
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        ctr = Signal(self.width)
-        m.d.sync += ctr.eq(ctr + 1)
-        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.d.comb += led.o.eq(ctr[-1])
-        return m
-
-
 def test_reuse_reports_a_finished_build_of_the_same_plan_only(tmp_path) -> None:
     calls = tmp_path / "calls"
     tools = _fake_tools(tmp_path, calls)
@@ -230,29 +217,29 @@ def test_reuse_reports_a_finished_build_of_the_same_plan_only(tmp_path) -> None:
     def ran() -> list[str]:
         return calls.read_text().split() if calls.exists() else []
 
-    first = bb.build_design(ice, _Counter(20), out, tools=tools)
+    first = bb.build_design(ice, _Blink(20), out, tools=tools)
     assert ran() == ["yosys", "nextpnr", "icepack"] and not first.reused
-    again = bb.build_design(ice, _Counter(20), out, tools=tools, reuse=True)
+    again = bb.build_design(ice, _Blink(20), out, tools=tools, reuse=True)
     assert ran() == ["yosys", "nextpnr", "icepack"]          # nothing ran
     assert again.reused and again.resources == first.resources
     assert (again.fmax_mhz, again.timing_met) == (50.0, True)
     assert "(reused)" in (out / "report.txt").read_text()
     # Another design, other nextpnr options, a missing output, or no --reuse: built again.
-    bb.build_design(ice, _Counter(21), out, tools=tools, reuse=True)
+    bb.build_design(ice, _Blink(21), out, tools=tools, reuse=True)
     assert len(ran()) == 6
-    bb.build_design(ice, _Counter(21), out, tools=tools, reuse=True, nextpnr_opts="--seed 2")
+    bb.build_design(ice, _Blink(21), out, tools=tools, reuse=True, nextpnr_opts="--seed 2")
     assert len(ran()) == 9
     (out / "shiftbook_board.bin").unlink()
-    bb.build_design(ice, _Counter(21), out, tools=tools, reuse=True, nextpnr_opts="--seed 2")
+    bb.build_design(ice, _Blink(21), out, tools=tools, reuse=True, nextpnr_opts="--seed 2")
     assert len(ran()) == 12
-    bb.build_design(ice, _Counter(21), out, tools=tools, nextpnr_opts="--seed 2")
+    bb.build_design(ice, _Blink(21), out, tools=tools, nextpnr_opts="--seed 2")
     assert len(ran()) == 15
     # Synthesis alone: reused only for the same plan.
     syn = tmp_path / "syn"
-    cells = bb.synthesize_design(ice, _Counter(20), syn, tools=tools)
-    assert bb.synthesize_design(ice, _Counter(20), syn, tools=tools, reuse=True) == cells
+    cells = bb.synthesize_design(ice, _Blink(20), syn, tools=tools)
+    assert bb.synthesize_design(ice, _Blink(20), syn, tools=tools, reuse=True) == cells
     assert len(ran()) == 16
-    bb.synthesize_design(ice, _Counter(22), syn, tools=tools, reuse=True)
+    bb.synthesize_design(ice, _Blink(22), syn, tools=tools, reuse=True)
     assert len(ran()) == 17
 
 
@@ -264,7 +251,7 @@ def test_build_timeout_stops_the_tools(tmp_path) -> None:
     slow.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
     t0 = time.monotonic()
     with pytest.raises(bb.BuildTimeoutError, match=r"did not finish in 1 s and was stopped"):
-        bb.build_design(get_target("icebreaker"), _Counter(20), tmp_path / "out", tools=tools,
+        bb.build_design(get_target("icebreaker"), _Blink(20), tmp_path / "out", tools=tools,
                         timeout_s=1)
     assert time.monotonic() - t0 < 10
     pid = int(pidfile.read_text())
