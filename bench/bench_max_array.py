@@ -149,7 +149,8 @@ def synth_point(target, base: CoreConfig, kind: str, rows: int, cols: int,
 def place_and_route(target, base: CoreConfig, kind: str, shapes: list[tuple[int, int]],
                     work: Path, tries: int = 2, router: str = "router2", reuse: bool = False,
                     timeout_s: float | None = None) -> dict[str, Any]:
-    """P&R the first shape; step down along ``shapes`` if it does not fit or misses timing."""
+    """P&R the first shape; step down along ``shapes`` if it does not fit, misses timing or
+    runs past ``timeout_s``."""
     attempts = []
     for rows, cols in shapes[:tries]:
         cfg = shape_config(base, kind, rows, cols)
@@ -245,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      args.start_rows.split(",") if item)}
     except ValueError:
         ap.error(f"--start-rows wants KIND=ROWS[,KIND=ROWS], not {args.start_rows!r}")
+    pnr_kinds = kinds if args.pnr_kinds is None else [
+        k.strip() for k in args.pnr_kinds.split(",") if k.strip()]
+    unknown = sorted((set(start_rows) | set(pnr_kinds)) - set(kinds))
+    if unknown:
+        ap.error(f"kind(s) {', '.join(unknown)} not in --kinds {args.kinds}")
     target = get_target("ulx3s-85f")
     base = dataclasses.replace(target.config, **LEAN, name="ulx3s-lean")
     find_tools("ecp5")
@@ -316,7 +322,6 @@ def main(argv: list[str] | None = None) -> int:
                     "binding": RESOURCE_NAMES[bind], "predicted": predict(model, rows * COLS)}}
         write()
     if not args.quick:
-        # The smaller design first: it is the faster place and route.
         # Both kinds at once (nextpnr is single-threaded; each build runs in a subprocess).
         def pnr(kind: str) -> None:
             k = record["kinds"][kind]
@@ -329,8 +334,6 @@ def main(argv: list[str] | None = None) -> int:
             k["pnr"] = place_and_route(target, base, kind, shapes, work, router=args.router,
                                        reuse=args.reuse, timeout_s=60 * args.pnr_timeout)
             write()
-        pnr_kinds = kinds if args.pnr_kinds is None else [
-            k.strip() for k in args.pnr_kinds.split(",") if k.strip() in kinds]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for f in [pool.submit(pnr, kind) for kind in pnr_kinds]:
                 f.result()
