@@ -52,11 +52,11 @@ def measure(level: str, config: str, op: str, cin: int, cout: int, kernel: int, 
     """Cycles and weight traffic of a layer in ``weights`` format and of the same layer with
     raw codes (both checked bit-exact against golden)."""
     from shiftbook.config import load_config
+    from shiftbook.placement import unpack_tensor
     from shiftbook.sim.compare import compare_tensors
     from shiftbook.sim.functional import run_program
     from shiftbook.sw.bundle import write_bundle
     from shiftbook.sw.compiler import compile_graph
-    from shiftbook.sw.compiler.layout import unpack_tensor
     from shiftbook.sw.reference import random_layer, run_graph
 
     cfg = load_config(config)

@@ -214,7 +214,7 @@ def rtl_measure(bdir: Path, *, run: bool = True, stall_pct: int = 0,
 
 def compare(bdir: Path, rtl: dict, stall: float = 0.0) -> dict:
     from shiftbook.sw.bundle import load_bundle
-    from shiftbook.sw.estimate.cycles import compare_marks, estimate
+    from shiftbook.timing import compare_marks, estimate
 
     b = load_bundle(bdir)
     est = estimate(b, stall=stall)

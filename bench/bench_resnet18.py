@@ -62,7 +62,7 @@ def profile_of(bundle: Any) -> dict[int, dict[str, int]]:
     """Per layer, from the cycle model: PE-array steps, bus words moved, weight bytes read
     versus stored (> 1 means weights are re-read, e.g. when a layer's reduction does not fit
     in half the weight buffer)."""
-    from shiftbook.sw.estimate.cycles import estimate
+    from shiftbook.timing import estimate
 
     meta = {int(lay["index"]): lay for lay in bundle.layers}
     out: dict[int, dict[str, int]] = {}

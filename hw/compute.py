@@ -22,12 +22,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from shiftbook.config import CoreConfig
+from shiftbook.fields import coord_bits, dim_bits, field_bits
 from shiftbook.isa import WFMT_CODEBOOK, Mode
 
 from .array import PEArray
 from .buffers import ActBuffer, OutBuffer, ResBuffer, RowBuffer, is_ice40, log2
 from .decoder import DecoderArray
-from .limits import coord_bits, dim_bits, field_bits
 from .requant import RequantLane
 
 __all__ = ["ComputeUnit", "compute_insn_layout", "BUF_ACT", "BUF_WGT", "BUF_BIAS", "BUF_RES"]
@@ -37,7 +37,7 @@ BUF_ACT, BUF_WGT, BUF_BIAS, BUF_RES = 0, 1, 2, 3
 
 def compute_insn_layout(cfg: CoreConfig) -> data.StructLayout:
     """A COMPUTE as issued to the unit: its fields and every layer register (``reg_<name>``)
-    at the width the config can use (``shiftbook.hw.limits.field_bits``: buffer
+    at the width the config can use (``shiftbook.fields.field_bits``: buffer
     address bits, array shape, codebook limits), not the ISA's. The controller's layer
     registers and the unit's next-tile slot hold this layout; the compiler refuses any value
     that would not fit it."""

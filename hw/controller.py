@@ -187,7 +187,7 @@ class Controller(wiring.Component):
 
         # ---------------------------------------------------------------- registers
         # Each layer register keeps only the bits the config can use (the width of its
-        # ``cu_insn`` field, shiftbook.hw.limits); SET drops the rest, and the
+        # ``cu_insn`` field, shiftbook.fields); SET drops the rest, and the
         # compiler never emits a value that would lose bits there.
         regs = {}
         for reg in Reg:

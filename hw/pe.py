@@ -12,8 +12,8 @@ from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from shiftbook import numerics
 from shiftbook.isa import Mode
-from shiftbook.sw import numerics
 
 __all__ = ["ShiftPE", "MultPE", "make_pe", "pe_model"]
 
@@ -66,7 +66,7 @@ class _PE(wiring.Component):
     acc_bits : int
         Accumulator width (signed).
     exp_bits : int
-        Shift-code exponent width (the code's layout is in ``sw/numerics.py``).
+        Shift-code exponent width (the code's layout is in ``shiftbook/numerics.py``).
 
     Members
     -------

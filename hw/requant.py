@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from shiftbook.sw import numerics
+from shiftbook import numerics
 
 __all__ = ["RequantLane"]
 

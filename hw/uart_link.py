@@ -1,4 +1,4 @@
-"""The board's host-link protocol engine (framing in ``hw/uart_proto.py``, docs/boards.md).
+"""The board's host-link protocol engine (framing in ``shiftbook/protocol.py``, docs/boards.md).
 
 It sits between the UART's byte streams and the board: it writes and reads the board memory
 through a simple word port, pulses the core's ``start``, reports the core's status and keeps
@@ -12,13 +12,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from . import uart_proto as proto
+from shiftbook import protocol as proto
 
 __all__ = ["LinkEngine", "crc8_step"]
 
 
 def crc8_step(crc: Value, byte: Value) -> Value:
-    """Combinational CRC-8 (polynomial 0x07) of one more byte; matches ``uart_proto.crc8``.
+    """Combinational CRC-8 (polynomial 0x07) of one more byte; matches ``shiftbook.protocol.crc8``.
 
     A CRC step is linear over GF(2): output bit j is the XOR of the bits i of
     ``crc ^ byte`` whose single-bit CRC has bit j set (a flat XOR network, no mux chain)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftbook.sw.compiler.layout import Placement, unpack_tensor
+from shiftbook.placement import Placement, unpack_tensor
 
 __all__ = ["Mismatch", "CompareResult", "tile_of", "compare_tensors", "compare_memory"]
 

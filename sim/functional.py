@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.isa import (
     INSN_BYTES,
@@ -35,7 +36,6 @@ from shiftbook.isa import (
     SyncMask,
     decode,
 )
-from shiftbook.sw import numerics as nx
 
 __all__ = ["SimError", "HazardError", "CycleModel", "FunctionalResult", "FunctionalSim",
            "estimate_cycles",

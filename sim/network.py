@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 
 __all__ = ["LEVELS", "SimulateError", "NetworkRun", "load_input", "random_input",
            "with_input", "simulate_bundle", "dump_tensors"]
@@ -95,7 +95,7 @@ def load_input(path: str | Path, shape: tuple[int, ...], frac: int) -> np.ndarra
 
 def with_input(bundle: Any, values: np.ndarray) -> bytes:
     """The bundle's memory image with ``values`` written into its (single) input tensor."""
-    from shiftbook.sw.compiler.layout import pack_tensor
+    from shiftbook.placement import pack_tensor
 
     name = bundle.manifest["inputs"][0]
     p = bundle.tensors[name]
@@ -122,8 +122,8 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     """
     from shiftbook.sim.compare import compare_tensors
     from shiftbook.sw.bundle import load_bundle
-    from shiftbook.sw.estimate.cycles import estimate
     from shiftbook.sw.reference import run_graph
+    from shiftbook.timing import estimate
 
     if level not in LEVELS:
         raise SimulateError(f"unknown level {level!r} (one of {', '.join(LEVELS)})")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from shiftbook import weights as wf
 from shiftbook.config import ConfigError, CoreConfig
 from shiftbook.isa import (
     INSN_BYTES,
@@ -37,7 +38,6 @@ from shiftbook.isa import (
     Reg,
     decode_program,
 )
-from shiftbook.sw import weightfmt as wf
 from shiftbook.sw.compiler import CompiledProgram, Placement, unpack_tensor
 from shiftbook.sw.ir import Graph, IRError
 

@@ -1,6 +1,6 @@
 """Host side of the board's UART link: load a program bundle, run it, read results back.
 
-The protocol is defined in ``shiftbook/hw/uart_proto.py`` (pure Python) and documented in
+The protocol is defined in ``shiftbook/protocol.py`` (pure Python) and documented in
 docs/boards.md. A *transport* is anything with ``write(bytes)``, ``read(n) -> bytes`` (fewer
 bytes only on timeout) and ``idle(seconds)``: ``SerialTransport`` wraps pyserial for a real
 board, ``shiftbook.boards.sim_link.SimBoard`` is a simulated board for tests.
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from shiftbook import protocol as proto
 from shiftbook.config import CoreConfig
-from shiftbook.hw import uart_proto as proto
-from shiftbook.hw.uart_proto import Cmd, ProtocolError, Status
+from shiftbook.protocol import Cmd, ProtocolError, Status
 
 __all__ = [
     "Transport", "SerialTransport", "Board", "BoardError", "BoardImage", "Region",

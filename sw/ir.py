@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 
 if TYPE_CHECKING:
-    from shiftbook.sw.weightfmt import CodebookWeights
+    from shiftbook.weights import CodebookWeights
 
 __all__ = [
     "IRError", "TensorSpec", "Op", "Conv2d", "Linear", "MaxPool2d", "SumPool2d", "Graph",
@@ -227,7 +227,7 @@ class Conv2d(Op):
         """The codebook weight format (``sw/weightfmt.CodebookWeights``), or None (raw)."""
         if self.cb_k is None:
             return None
-        from shiftbook.sw.weightfmt import CodebookWeights, WeightFormatError
+        from shiftbook.weights import CodebookWeights, WeightFormatError
         try:
             return CodebookWeights(tuple(self.weight.shape), int(self.cb_k), int(self.cb_d),
                                    self.exp_bits, self.cb_codebook, self.cb_indices)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shiftbook.sw import numerics as nx
-from shiftbook.sw import weightfmt as wfm
+from shiftbook import numerics as nx
+from shiftbook import weights as wfm
 from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, MaxPool2d, SumPool2d, TensorSpec
-from shiftbook.sw.weightfmt import CodebookWeights
+from shiftbook.weights import CodebookWeights
 
 __all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
            "float_conv", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from shiftbook import numerics as nx
 from shiftbook.cli import main
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.bundle import load_bundle
-from shiftbook.sw.estimate.cycles import estimate
 from shiftbook.sw.frontend import export_module, save_pt2
 from shiftbook.sw.reference import run_graph
+from shiftbook.timing import estimate
 
 SHAPE = (2, 8, 8)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shiftbook.sw import numerics as nm
+from shiftbook import numerics as nm
 
 
 @pytest.mark.parametrize("exp_bits", [1, 2, 3, 4])

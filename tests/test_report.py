@@ -13,9 +13,9 @@ from torch import nn
 
 from shiftbook.cli import main
 from shiftbook.sw.bundle import load_bundle
-from shiftbook.sw.estimate.cycles import estimate
 from shiftbook.sw.estimate.energy import events_from_bundle, load_table, network_energy
 from shiftbook.sw.frontend import export_module, save_pt2
+from shiftbook.timing import estimate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -179,7 +179,7 @@ def test_resnet8_pq_rtl_tiny(tmp_path, tiny_rtl):
 # ---------------------------------------------------------------- cycles
 def _cycles(tmp_path: Path, weights: str) -> tuple[dict[str, Any], Any]:
     from shiftbook.sim.network import simulate_bundle
-    from shiftbook.sw.estimate.cycles import estimate
+    from shiftbook.timing import estimate
 
     if weights == "shift":
         b = _compile("resnet8", tmp_path / "b", "small")

@@ -36,7 +36,7 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False, stall_pc
     """Everything `shiftbook estimate` prints, as one JSON-able record. ``stall_pct``: the
     external memory's stall rate (model: expected value; RTL: seeded random stalls)."""
     from shiftbook.sw.bundle import load_bundle
-    from shiftbook.sw.estimate.cycles import compare_marks, estimate
+    from shiftbook.timing import compare_marks, estimate
 
     path = Path(bundle_path)
     if not path.exists():

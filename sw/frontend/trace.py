@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 
 from .errors import FrontendError
 

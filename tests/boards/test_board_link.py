@@ -13,11 +13,11 @@ import random
 import pytest
 from board_standin import MARK_ID, StandInCore, standin_model
 
+from shiftbook import protocol as proto
 from shiftbook.boards.sim_link import SimBoard
 from shiftbook.config import CoreConfig
-from shiftbook.hw import uart_proto as proto
 from shiftbook.hw.board_top import BoardSystem
-from shiftbook.hw.uart_proto import Cmd, Status
+from shiftbook.protocol import Cmd, Status
 from shiftbook.sw.host import Board, BoardError, BoardImage, Region, load_bundle_and_run
 
 CFG = CoreConfig(bus_bytes=4, mem_words=256, mem_latency=3, name="link-test")

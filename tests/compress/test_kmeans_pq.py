@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 from shiftbook.sw.compress import (
     CodebookFormat,
     CompressError,

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 from shiftbook.sw.compress import CompressOptions, ShiftFormat, compress
 from shiftbook.sw.compress.core import ShiftSTE
 from shiftbook.sw.compress.shift import PSParam, _PSFn, inq_partition, inq_w_frac

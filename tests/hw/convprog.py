@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from shiftbook import numerics
 from shiftbook.config import CoreConfig
 from shiftbook.isa import Buf, Insn, Mode, Opcode, Reg, encode_program
-from shiftbook.sw import numerics
 
 
 def _set(reg, v):

@@ -9,10 +9,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from shiftbook import numerics
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import WFMT_CODEBOOK, WFMT_RAW, Buf, Insn, Mode, Opcode, Reg, encode_program
-from shiftbook.sw import numerics
-from shiftbook.sw.weightfmt import index_bits, index_rows_per_wgt_row, pack_index_rows
+from shiftbook.weights import index_bits, index_rows_per_wgt_row, pack_index_rows
 
 from .helpers import run_core
 

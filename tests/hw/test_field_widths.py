@@ -8,11 +8,11 @@ import dataclasses
 
 import pytest
 
+from shiftbook import fields
 from shiftbook.boards.targets import get_target
 from shiftbook.config import PRESETS
-from shiftbook.hw import limits
+from shiftbook.fields import check_fields, field_bits
 from shiftbook.hw.compute import compute_insn_layout
-from shiftbook.hw.limits import check_fields, field_bits
 from shiftbook.isa import FIELDS, Insn, Opcode, Reg
 from shiftbook.sw.compiler import CompileError, compile_graph
 from shiftbook.sw.reference import random_layer
@@ -92,7 +92,7 @@ def test_compiler_refuses_a_value_the_core_would_cut(monkeypatch):
     assert check_fields(prog.insns, ICE) is None
     # Pretend the core latches only 3 bits per dimension: IN_W=6 still fits, KH etc. too,
     # but the 8-wide padded geometry does not; the compiler must say so, not wrap.
-    monkeypatch.setattr(limits, "dim_bits", lambda cfg: 2)
+    monkeypatch.setattr(fields, "dim_bits", lambda cfg: 2)
     with pytest.raises(CompileError, match=r"does not fit the \d+ (signed )?bits that core "
                                            r"config 'icebreaker' latches"):
         compile_graph(layer.graph, ICE, layer.inputs)

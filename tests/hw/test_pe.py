@@ -4,9 +4,9 @@ import random
 
 import pytest
 
+from shiftbook import numerics
 from shiftbook.hw.pe import MultPE, ShiftPE, pe_model
 from shiftbook.isa import Mode
-from shiftbook.sw import numerics
 
 from .helpers import run_sim
 

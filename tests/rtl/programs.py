@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shiftbook import numerics
 from shiftbook.config import CoreConfig
 from shiftbook.isa import INSN_BYTES, Buf, Flag, Insn, Mode, Opcode, Reg, encode_program
-from shiftbook.sw import numerics
 
 
 @dataclass

@@ -8,11 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from shiftbook import numerics as nx
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import Buf, Insn, Mode, Opcode, Reg, SyncMask, encode_program
 from shiftbook.sim.compare import compare_tensors
 from shiftbook.sim.functional import HazardError, SimError, estimate_cycles, run_program
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.compiler import compile_graph, unpack_tensor
 from shiftbook.sw.reference import random_layer, run_graph
 

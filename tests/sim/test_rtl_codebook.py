@@ -54,11 +54,11 @@ def rtl_cycles_codebook_vs_raw(config: str, op: str, cin: int, cout: int, kernel
     """RTL cycles of a codebook layer and of the same layer (same decoded codes) stored as
     raw shift codes; both bit-exact against golden."""
     from shiftbook.config import load_config
+    from shiftbook.placement import unpack_tensor
     from shiftbook.sim.compare import compare_tensors
     from shiftbook.sim.rtl.runner import run_bundle
     from shiftbook.sw.bundle import write_bundle
     from shiftbook.sw.compiler import compile_graph
-    from shiftbook.sw.compiler.layout import unpack_tensor
     from shiftbook.sw.reference import random_layer, run_graph
 
     cfg = load_config(config)

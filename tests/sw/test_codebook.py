@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
+from shiftbook import weights as wf
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import WFMT_CODEBOOK, WFMT_RAW, Buf, Insn, Opcode, Reg, encode_program
+from shiftbook.placement import unpack_tensor
 from shiftbook.sim.functional import FunctionalSim, SimError, run_program
-from shiftbook.sw import weightfmt as wf
 from shiftbook.sw.bundle import BundleError, load_bundle, write_bundle
 from shiftbook.sw.compiler import CompileError, compile_graph
-from shiftbook.sw.compiler.layout import unpack_tensor
 from shiftbook.sw.ir import Conv2d, Graph, IRError
 from shiftbook.sw.reference import random_layer, run_graph
 
@@ -409,7 +409,7 @@ def test_mixed_formats_in_one_graph():
 
 def nx_encode(rng: np.random.Generator, shape: tuple[int, ...], exp_bits: int) -> np.ndarray:
     """Random shift codes with small exponents (zeros included)."""
-    from shiftbook.sw import numerics as nx
+    from shiftbook import numerics as nx
 
     e = rng.integers(0, 4, shape)
     sign = rng.integers(0, 2, shape)

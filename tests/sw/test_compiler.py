@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from shiftbook import numerics as nx
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import Insn, Opcode, Reg, SyncMask, decode_program, encode_program
 from shiftbook.sim.functional import estimate_cycles
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.compiler import CompileError, compile_graph, pack_tensor, unpack_tensor
 from shiftbook.sw.compiler.conv import conv_bias_bytes, conv_weight_bytes, dma_pieces
 from shiftbook.sw.ir import Conv2d

@@ -1,4 +1,4 @@
-"""The cycle model (sw/estimate/cycles.py) against the RTL.
+"""The cycle model (shiftbook/timing.py) against the RTL.
 
 Two layers of checks: hand-assembled micro programs pinned to cycle counts measured on the
 Verilator core (fast, no RTL needed), and compiled layers and multi-layer programs run in RTL
@@ -17,7 +17,7 @@ import pytest
 
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import Buf, Insn, Opcode, Reg
-from shiftbook.sw.estimate.cycles import compare_marks, estimate, estimate_program
+from shiftbook.timing import compare_marks, estimate, estimate_program
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -254,7 +254,7 @@ def test_port_spreads_stalls_evenly() -> None:
     """25 % stalls: cycles 3, 7, 11, ... refuse requests; fetch takes only accepted cycles."""
     from fractions import Fraction
 
-    from shiftbook.sw.estimate.cycles import _Port
+    from shiftbook.timing import _Port
 
     port = _Port(Fraction(1, 4))
     assert [t for t in range(12) if port.stalled(t)] == [3, 7, 11]

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.frontend import (
     FrontendError,
     MaxPool2d,

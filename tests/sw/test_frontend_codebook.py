@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.compress import CodebookFormat, CompressedModel
 from shiftbook.sw.frontend import lower
 from shiftbook.sw.ir import Graph, Linear

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, TensorSpec
 from shiftbook.sw.reference import random_layer
 

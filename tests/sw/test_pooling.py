@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shiftbook import numerics as nx
 from shiftbook.config import load_config
 from shiftbook.isa import Mode, Opcode, Reg
 from shiftbook.sim.compare import compare_tensors
 from shiftbook.sim.functional import run_program
-from shiftbook.sw import numerics as nx
 from shiftbook.sw.compiler import compile_graph, unpack_tensor
 from shiftbook.sw.compiler.conv import CompileError
 from shiftbook.sw.ir import Conv2d, Graph, IRError, MaxPool2d, SumPool2d, TensorSpec

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 from shiftbook.sw.ir import Conv2d, IRError, Op, TensorSpec, register_op
 from shiftbook.sw.reference import conv_acc, float_conv, random_layer, run_graph
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shiftbook.sw import numerics as nx
-from shiftbook.sw import weightfmt as wf
+from shiftbook import numerics as nx
+from shiftbook import weights as wf
 
 EXP = 4
 ZERO = nx.zero_code(EXP)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftbook.sw import numerics as nx
+from shiftbook import numerics as nx
 
 __all__ = [
     "WeightFormatError", "WFMT_RAW", "WFMT_CODEBOOK", "CODEBOOK_CODE_BYTES",
