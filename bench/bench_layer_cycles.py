@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from shiftbook.commands.layer import run_layer
+from shiftbook.sim.layer import run_layer
 
 CASES = [
     # (name, op, cin, cout, kernel, stride, size)

@@ -42,13 +42,11 @@ def _peak_rss_mb() -> float:
 
 def compile_phase(model: str, config: str, calib: int, seed: int, bundle: Path) -> dict[str, Any]:
     """Lower + compile ``model`` and write the bundle; returns the phase's record."""
-    from shiftbook.commands.compile import compile_model
     from shiftbook.sw.bundle import write_bundle
+    from shiftbook.sw.flow_compile import compile_model
 
-    ns = argparse.Namespace(model=model, config=config, calib=calib, weights=None, seed=seed,
-                            output=str(bundle), json=True)
     t0 = time.monotonic()
-    low, prog, cfg, info = compile_model(ns)
+    low, prog, cfg, info = compile_model(model, config=config, calib=calib, seed=seed)
     t1 = time.monotonic()
     write_bundle(prog, low.graph, str(bundle))
     t2 = time.monotonic()

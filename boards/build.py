@@ -277,6 +277,24 @@ def plan_is_built(plan: Any, outdir: str | Path, outputs: list[str]) -> bool:
     return True
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a build script's process group (yosys, nextpnr and all): SIGTERM, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            # the script's own children may outlive it: make sure the group is empty
+            os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _run_script(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float | None
                 ) -> subprocess.CompletedProcess:
     """Run a build script in its own process group, so that a timeout stops its tools too."""
@@ -284,8 +302,10 @@ def _run_script(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    except BaseException as e:      # a timeout, or the user's SIGINT/SIGTERM: stop every tool
+        _stop_group(proc)
+        if not isinstance(e, subprocess.TimeoutExpired):
+            raise
         stdout, stderr = proc.communicate()
         (cwd / "build.log").write_text(stdout + stderr)
         raise BuildTimeoutError(f"the build in {cwd} did not finish in {timeout_s:.0f} s and "

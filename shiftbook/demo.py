@@ -30,7 +30,7 @@ def _banner(text: str) -> None:
 
 
 def _layer_demo() -> bool:
-    from shiftbook.commands.layer import run_layer
+    from shiftbook.sim.layer import run_layer
 
     base = dict(op="conv", cin=16, cout=32, kernel=3, stride=1, padding=None, size=14,
                 seed=0, config=CONFIG, weights_dist="normal", input_dist="normal",

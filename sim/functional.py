@@ -233,12 +233,21 @@ class FunctionalSim:
         except ValueError as e:
             raise SimError(f"instruction {self.pc}: {e}") from None
 
-    def run(self, max_insns: int = 50_000_000) -> FunctionalResult:
+    def run(self, max_insns: int = 50_000_000, *,
+            max_cycles: int | None = None) -> FunctionalResult:
+        """Execute to END; ``max_cycles`` (``None`` or 0: no limit) is the watchdog of the
+        RTL runner's ``timeout_cycles``, on the cycle count of the timing model."""
+        if max_cycles is not None and max_cycles < 0:
+            raise SimError(f"max_cycles={max_cycles} must be >= 0 (0: no limit)")
         while not self.done:
             if self.pc >= max_insns:
                 raise SimError(f"no END after {max_insns} instructions")
             insn = self.fetch()
             self.execute(insn)
+            if max_cycles and self.timeline.t > max_cycles:
+                raise SimError(f"no END within the cycle limit of {max_cycles} (cycle "
+                               f"{self.timeline.t} at instruction {self.pc}); raise the limit "
+                               f"(--timeout-cycles) or check the program")
             self.pc += 1
         end = max(self.image_len, self.top)
         mem = self.mem[:end].tobytes()
@@ -497,10 +506,12 @@ class FunctionalSim:
 
 
 def run_program(cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True,
-                cycle_model: CycleModel | None = None) -> FunctionalResult:
-    """Run the program at word 0 of ``memory`` to END."""
+                cycle_model: CycleModel | None = None,
+                max_cycles: int | None = None) -> FunctionalResult:
+    """Run the program at word 0 of ``memory`` to END (``max_cycles``: see
+    :meth:`FunctionalSim.run`)."""
     return FunctionalSim(cfg, memory, check_hazards=check_hazards,
-                         cycle_model=cycle_model).run()
+                         cycle_model=cycle_model).run(max_cycles=max_cycles)
 
 
 def estimate_cycles(cfg: CoreConfig, insns: list[Insn],

@@ -67,6 +67,7 @@ def load_input(path: str | Path, shape: tuple[int, ...], frac: int) -> np.ndarra
     Integer arrays are the int8 values themselves; floating-point arrays are real values,
     quantized with the input tensor's ``frac`` (``q = sat(floor(x * 2**frac + 1/2))``, the
     frontend's input rule). A leading batch axis of 1 is dropped.
+    NaN or infinite values are refused.
     """
     p = Path(path)
     if not p.is_file():
@@ -82,6 +83,13 @@ def load_input(path: str | Path, shape: tuple[int, ...], frac: int) -> np.ndarra
                             f"{tuple(shape)}")
     if np.issubdtype(a.dtype, np.floating):
         from shiftbook.sw.frontend import quantize_input
+
+        bad = ~np.isfinite(a)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise SimulateError(f"input {p} has {int(bad.sum())} non-finite value(s) (NaN or "
+                                f"inf), the first {a[first]} at index {first}; give finite "
+                                f"values")
 
         return np.asarray(quantize_input(a[None], frac)[0], dtype=np.int64)
     if not np.issubdtype(a.dtype, np.integer):
@@ -118,7 +126,8 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     the bundle) and compare every layer's output with golden.
 
     ``progress`` receives one-line status messages; ``rtl_progress`` lets the RTL simulator
-    print its MARKs as they arrive (on stdout).
+    print its MARKs as they arrive (on stdout). ``timeout_cycles`` is the cycle limit of the
+    functional and RTL levels (default the RTL runner's ``DEFAULT_TIMEOUT_CYCLES``; 0: none).
     """
     from shiftbook.sim.compare import compare_tensors
     from shiftbook.sw.bundle import load_bundle
@@ -127,6 +136,8 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
 
     if level not in LEVELS:
         raise SimulateError(f"unknown level {level!r} (one of {', '.join(LEVELS)})")
+    if timeout_cycles is not None and timeout_cycles < 0:
+        raise SimulateError(f"timeout_cycles={timeout_cycles} must be >= 0 (0: no limit)")
     t0 = time.monotonic()
     bundle = load_bundle(path)
     cfg = bundle.config
@@ -156,9 +167,11 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
         layer_cycles = dict(est_by_mark)
     elif level == "functional":
         from shiftbook.sim.functional import run_program
+        from shiftbook.sim.rtl.runner import DEFAULT_TIMEOUT_CYCLES
 
         _progress(progress, f"functional: {len(bundle.program)} instruction(s)")
-        res = run_program(cfg, memory)
+        limit = DEFAULT_TIMEOUT_CYCLES if timeout_cycles is None else int(timeout_cycles)
+        res = run_program(cfg, memory, max_cycles=limit)
         got = bundle.read_tensors(res.memory)
         cycles, source = est.total, "estimate"
         layer_cycles = dict(est_by_mark)

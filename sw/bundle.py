@@ -38,11 +38,12 @@ from shiftbook.isa import (
     Reg,
     decode_program,
 )
+from shiftbook.outputs import check_output_dir, publish_dir
 from shiftbook.sw.compiler import CompiledProgram, Placement, unpack_tensor
 from shiftbook.sw.ir import Graph, IRError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "Bundle", "write_bundle",
-           "publish_dir", "load_bundle"]
+           "load_bundle"]
 
 BUNDLE_FORMAT = "shiftbook-bundle"
 BUNDLE_VERSION = 1
@@ -118,9 +119,14 @@ def _manifest(prog: CompiledProgram, ir_files: dict[str, str]) -> dict[str, Any]
     }
 
 
-def write_bundle(prog: CompiledProgram, graph: Graph, path: str | Path) -> Path:
-    """Write ``prog`` (and the IR it came from) as a bundle directory at ``path``."""
-    path = Path(path)
+def write_bundle(prog: CompiledProgram, graph: Graph, path: str | Path, *,
+                 force: bool = False) -> Path:
+    """Write ``prog`` (and the IR it came from) as a bundle directory at ``path``.
+
+    What is at ``path`` is replaced only if it is a bundle or empty (or with ``force``; see
+    :mod:`shiftbook.outputs`).
+    """
+    path = check_output_dir(path, "bundle", force=force)
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
@@ -134,24 +140,11 @@ def write_bundle(prog: CompiledProgram, graph: Graph, path: str | Path) -> Path:
         (tmp / MANIFEST).write_text(json.dumps(_manifest(prog, ir_files), indent=1,
                                                sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
-        publish_dir(tmp, path)
+        publish_dir(tmp, path, "bundle", force=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-
-def publish_dir(tmp: Path, path: Path) -> None:
-    """Put the finished directory ``tmp`` at ``path`` (a sibling): a directory already there
-    is renamed aside first and removed after, so ``path`` never holds a half-written tree."""
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-        os.rmdir(old)
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from shiftbook.cli import main
+from shiftbook.outputs import MARKER
 from shiftbook.sw.bundle import load_bundle
 from shiftbook.sw.estimate.energy import events_from_bundle, load_table, network_energy
 from shiftbook.sw.frontend import export_module, save_pt2
@@ -68,7 +69,7 @@ def test_files_and_pngs(report):
         w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert 100 < w < 5000 and 100 < h < 5000
         assert f'src="{n}"' in page
-    assert sorted(p.name for p in out.iterdir()) == sorted(names | {"report.json",
+    assert sorted(p.name for p in out.iterdir()) == sorted(names | {"report.json", MARKER,
                                                                     "report.html"})
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
@@ -128,10 +129,14 @@ def test_errors_write_nothing(bundle, tmp_path, capsys):
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
 
-def test_replaces_existing_dir(bundle, tmp_path, capsys):
+def test_replaces_only_its_own_report(bundle, tmp_path, capsys):
     out = tmp_path / "r"
     out.mkdir()
-    (out / "stale.txt").write_text("x")
-    assert main(["report", str(bundle), "-o", str(out)]) == 0
-    assert not (out / "stale.txt").exists() and (out / "report.json").exists()
+    (out / "notes.txt").write_text("x")
+    assert main(["report", str(bundle), "-o", str(out)]) == 2      # a user's directory: kept
+    assert "holds files shiftbook did not write" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "x"
+    assert main(["report", str(bundle), "-o", str(out), "--force"]) == 0
+    assert not (out / "notes.txt").exists() and (out / "report.json").exists()
+    assert main(["report", str(bundle), "-o", str(out)]) == 0      # a report: replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

@@ -7,12 +7,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shiftbook.commands import add_force_argument
+from shiftbook.outputs import check_output_dir
+from shiftbook.sw import flow_compile
+from shiftbook.sw.flow_compile import CompileError, calibration_source
+
+__all__ = ["CompileArgsError", "add_arguments", "calibration_source", "compile_model",
+           "run", "summary"]
+
 NAME = "compile"
 HELP = "lower a model to the integer IR, compile it for a core and write a program bundle"
 
 
-class CompileArgsError(ValueError):
-    """Bad command-line input for `shiftbook compile`."""
+# Bad command-line input for `shiftbook compile`: the library's error (sw/flow_compile.py).
+CompileArgsError = CompileError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,51 +38,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of random weights and random calibration images (default 0)")
     p.add_argument("-o", "--output", required=True, metavar="BUNDLE",
-                   help="bundle directory to write (replaced atomically)")
+                   help="bundle directory to write (replaced atomically; an existing "
+                        "directory only if it is a bundle or empty)")
+    add_force_argument(p)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
-
-
-def calibration_source(input_shape: tuple[int, int, int]) -> str:
-    """``"digits"`` for a 1-channel 32x32 model, else ``"random"``."""
-    return "digits" if tuple(input_shape) == (1, 32, 32) else "random"
 
 
 def compile_model(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Lower and compile ``args.model``; nothing is written. Returns (lowered, program,
-    config, info)."""
-    from shiftbook.config import load_config
-    from shiftbook.sw.compiler import compile_graph
-    from shiftbook.sw.frontend import (
-        DEFAULT_CALIB,
-        default_calibration,
-        load_source,
-        lower_source,
-    )
-
-    cfg = load_config(args.config)
-    n = DEFAULT_CALIB if args.calib is None else args.calib
-    if n < 1:
-        raise CompileArgsError(f"--calib must be a positive integer, not {n}")
-    model = str(args.model)
-    if args.weights is not None and (Path(model).suffix == ".pt2" or Path(model).is_file()):
-        raise CompileArgsError("--weights applies to a built-in model name only")
-    try:
-        src = load_source(model, weights=args.weights, seed=args.seed)
-    except (ValueError, RuntimeError, OSError, KeyError):
-        raise
-    except Exception as e:  # noqa: BLE001 - e.g. an unpickling error of a foreign file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CompileArgsError(f"cannot read model {model}: {first}") from None
-    shape = src.input_shape
-    csrc = calibration_source(shape)
-    calib = default_calibration(shape, n, seed=args.seed, source=csrc)
-    low = lower_source(src, calib=calib, config=cfg, n_calib=n, seed=args.seed)
-    # The bundle's stored input: the first calibration image, quantized.
-    x0 = low.quantize_input(calib[:1])[0]
-    prog = compile_graph(low.graph, cfg, {low.input: x0})
-    info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
-            "seed": args.seed, "input_shape": list(shape)}
-    return low, prog, cfg, info
+    config, info). The work is :func:`shiftbook.sw.flow_compile.compile_model`."""
+    return flow_compile.compile_model(args.model, config=args.config, calib=args.calib,
+                                      weights=args.weights, seed=args.seed)
 
 
 def _fmt(lay: dict[str, Any]) -> str:
@@ -102,8 +76,9 @@ def summary(low: Any, prog: Any) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     from shiftbook.sw.bundle import write_bundle
 
+    check_output_dir(args.output, "bundle", force=args.force)     # before any work
     low, prog, cfg, info = compile_model(args)
-    out = write_bundle(prog, low.graph, args.output)
+    out = write_bundle(prog, low.graph, args.output, force=args.force)
     rows = summary(low, prog)
     rec = {**info, "bundle": str(Path(out).resolve()), "config": cfg.name,
            "config_hash": cfg.hash, "instructions": len(prog.insns),

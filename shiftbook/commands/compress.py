@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -50,6 +52,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 _DEFAULT_EPOCHS = {"deepshift-q": 4, "deepshift-ps": 8, "inq": 2, "kmeans": 1, "pq": 0}
 
 
+def check_args(args: argparse.Namespace, error: type[ValueError] = ValueError) -> None:
+    """Refuse bad numeric options and unwritable output paths before any work (one line
+    naming the option); the model-dependent checks follow in ``check_options``."""
+    ints = (("--epochs", args.epochs, 0), ("--baseline-epochs", args.baseline_epochs, 0),
+            ("--k", args.k, 2), ("--d", args.d, 1), ("--seed", args.seed, 0))
+    for flag, value, lo in ints:
+        if value is not None and value < lo:
+            raise error(f"{flag} {value} must be >= {lo}")
+    if args.method not in ("kmeans", "pq"):
+        for flag, value in (("--k", args.k), ("--d", args.d)):
+            if value is not None:
+                raise error(f"{flag} applies to kmeans and pq only, not {args.method}")
+    if args.ratio is not None and not (math.isfinite(args.ratio) and args.ratio > 0):
+        raise error(f"--ratio {args.ratio:g} must be a finite number > 0")
+    if args.save_float and (args.weights or args.model not in _builtin_models()):
+        raise error("--save-float applies only when the float baseline is trained here "
+                    "(a built-in model without --weights)")
+    for flag, path in (("-o/--output", args.output), ("--json", args.json),
+                       ("--save-float", args.save_float), ("--export", args.export)):
+        if path:
+            check_writable_file(path, flag, error)
+
+
+def _builtin_models() -> tuple[str, ...]:
+    from shiftbook.sw.models import MODELS
+
+    return tuple(MODELS)
+
+
+def check_writable_file(path: str | Path, flag: str,
+                        error: type[ValueError] = ValueError) -> None:
+    """Refuse a file path that cannot be written: a directory, a missing or read-only parent
+    directory, or a read-only existing file."""
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{flag} {path}: is a directory, not a file")
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise error(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{flag} {path}: directory {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise error(f"{flag} {path}: the file exists and is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     from shiftbook.config import load_config
     from shiftbook.sw.compress import (
@@ -69,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise CompressError(f"unknown method {args.method!r} ({', '.join(METHODS)})")
     if args.data not in DATASETS:
         raise CompressError(f"unknown data set {args.data!r} ({', '.join(DATASETS)})")
+    check_args(args, CompressError)
     cfg = load_config(args.config)
     epochs = args.epochs if args.epochs is not None else _DEFAULT_EPOCHS[args.method]
     opts = CompressOptions(

@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+# The record and its error live in the library (sw/estimate/record.py); re-exported here.
+from shiftbook.sw.estimate.record import EstimateError
+
+__all__ = ["EstimateError", "estimate_record", "add_arguments", "run"]
+
 NAME = "estimate"
 HELP = "per-layer cycle estimate of a bundle (no RTL); --validate compares with an RTL run"
-
-
-class EstimateError(ValueError):
-    """A bundle the cycle model cannot estimate."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,56 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def estimate_record(bundle_path: str | Path, *, validate: bool = False, stall_pct: int = 0,
                     stall_seed: int = 1) -> dict[str, Any]:
-    """Everything `shiftbook estimate` prints, as one JSON-able record. ``stall_pct``: the
-    external memory's stall rate (model: expected value; RTL: seeded random stalls)."""
-    from shiftbook.sw.bundle import load_bundle
-    from shiftbook.timing import compare_marks, estimate
+    """Everything `shiftbook estimate` prints, as one JSON-able record
+    (:func:`shiftbook.sw.estimate.record.estimate_record`); with ``validate`` the bundle is
+    also run in RTL (Verilator) and compared layer by layer."""
+    from shiftbook.sw.estimate import record
 
-    path = Path(bundle_path)
-    if not path.exists():
-        raise EstimateError(f"bundle {bundle_path} does not exist")
-    if not 0 <= stall_pct < 100:
-        raise EstimateError(f"--stall-pct {stall_pct} must be in [0, 99]")
-    if stall_pct and not 0 < stall_seed < 1 << 32:
-        raise EstimateError(f"--stall-seed {stall_seed} must be in [1, 2**32 - 1]")
-    bdir = path.parent if path.is_file() else path
-    bundle = load_bundle(bdir)
-    est = estimate(bundle, stall=stall_pct / 100)
-    cfg = bundle.config
-    ideal = {int(lay["index"]): int(lay["ideal_cycles"]) for lay in bundle.layers
-             if "index" in lay and "ideal_cycles" in lay}
-
-    def util(mark: int, cycles: int) -> float | None:
-        """ideal cycles (MACs / PEs) over the layer's cycles: the PE array's utilization."""
-        return round(ideal[mark] / cycles, 4) if mark in ideal and cycles else None
-
-    rec: dict[str, Any] = {
-        "bundle": str(bdir), "config": cfg.name, "config_hash": cfg.hash,
-        "model": est.to_dict(),
-        "layers": [{"mark": lay.mark, "name": lay.name, "model": lay.cycles,
-                    "ideal": ideal.get(lay.mark), "utilization": util(lay.mark, lay.cycles)}
-                   for lay in est.layers],
-        "total": {"model": est.total},
-        "ideal_cycles": int(bundle.ideal_cycles),
-        "approximate": list(est.approximate),
-        "stall_pct": stall_pct,
-    }
+    rtl_run = None
     if validate:
-        from shiftbook.sim.rtl.runner import run_image
-
-        res = run_image(cfg, bundle.memory, stall_seed=stall_seed if stall_pct else None,
-                        stall_pct=stall_pct)
-        if stall_pct:
-            rec["stall_seed"] = stall_seed
-        cmp = compare_marks(est, int(res.cycles), list(res.marks))
-        segs = cmp["segments"]
-        rec["layers"] = [{**lay, "rtl": s["rtl"], "error_pct": round(s["error_pct"], 4)}
-                         for lay, s in zip(rec["layers"], segs[:-1], strict=True)]
-        tot = segs[-1]
-        rec["total"] = {"model": tot["model"], "rtl": tot["rtl"],
-                        "error_pct": round(tot["error_pct"], 4)}
-        rec["max_abs_error_pct"] = round(cmp["max_abs_error_pct"], 4)
-    return rec
+        from shiftbook.sim.rtl.runner import run_image as rtl_run
+    return record.estimate_record(bundle_path, stall_pct=stall_pct, stall_seed=stall_seed,
+                                  rtl_run=rtl_run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from shiftbook.commands import add_force_argument
+
 NAME = "report"
 HELP = "HTML + PNG + JSON report of a bundle: cycles, utilization, energy, weight bytes"
 
@@ -12,7 +14,9 @@ HELP = "HTML + PNG + JSON report of a bundle: cycles, utilization, energy, weigh
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="program bundle directory (or its manifest.json)")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="report directory (replaced as a whole; written atomically)")
+                   help="report directory (replaced as a whole, written atomically; an "
+                        "existing directory only if it is a report or empty)")
+    add_force_argument(p)
     p.add_argument("--energy-table", default=None, metavar="YAML",
                    help="per-event energy overrides (default: the built-in Horowitz table)")
 
@@ -20,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shiftbook.sw.estimate.report import summary_text, write_report
 
-    rec, comparison = write_report(args.bundle, args.output, args.energy_table)
+    rec, comparison = write_report(args.bundle, args.output, args.energy_table,
+                                   force=args.force)
     print(summary_text(rec))
     print()
     print(comparison, end="")

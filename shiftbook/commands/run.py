@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,9 +27,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also read the whole memory image back (memory.bin in -o DIR)")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before the board is touched (one-line ValueError naming the option)."""
+    from shiftbook.sw.host import DEFAULT_BAUD
+
+    if args.baud <= 0:
+        raise ValueError(f"--baud {args.baud} must be a positive rate in bit/s "
+                         f"(default {DEFAULT_BAUD})")
+    if not args.timeout >= 0:  # also NaN, which would wait forever
+        raise ValueError(f"--timeout {args.timeout:g} must be a number of seconds >= 0")
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"-o {args.output}: exists and is not a directory")
+        probe = out.absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"-o {args.output}: {probe} is not a writable directory")
+
+
 def run(args: argparse.Namespace) -> int:
     from shiftbook.sw.host import load_bundle_and_run
 
+    check_args(args)
     res = load_bundle_and_run(args.port, args.bundle, baud=args.baud, timeout=args.timeout,
                               read_all=args.all, progress=lambda m: print(m, file=sys.stderr))
     summary = {"cycles": res.cycles, "marks": [{"id": i, "cycles": c} for i, c in res.marks],

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write every layer's tensor of both sides as .npy (DIR/golden/, "
                         "DIR/<level>/)")
     p.add_argument("--timeout-cycles", type=int, default=None,
-                   help="RTL cycle limit (default: the runner's)")
+                   help="cycle limit of the functional and rtl levels (default: the RTL "
+                        "runner's, 50000000; 0: no limit)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
@@ -44,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.level not in LEVELS:
         raise SimulateError(f"unknown --level {args.level!r} (one of {', '.join(LEVELS)})")
+    if args.timeout_cycles is not None and args.timeout_cycles < 0:
+        raise SimulateError(f"--timeout-cycles {args.timeout_cycles} must be >= 0 "
+                            f"(0: no limit)")
     bundle = load_bundle(args.bundle)
     in_name = bundle.manifest["inputs"][0]
     place = bundle.tensors[in_name]

@@ -13,7 +13,7 @@ HELP = "Generate the accelerator core's Verilog (module shiftbook_core) for a Co
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
-                   help="a preset name (tiny, small, base) or a CoreConfig JSON file "
+                   help="a preset name (tiny, small, base, small-k2048) or a CoreConfig JSON file "
                         "(default: small)")
     p.add_argument("--board", default=None,
                    help="write the Verilog of a board target instead (see `shiftbook build`)")
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             from shiftbook.boards.build import board_verilog  # the boards' flow
         except ImportError as e:
             raise RuntimeError(f"board targets are not available ({e})") from None
-        board_verilog(args.board, out)
+        board_verilog(args.board, out, config=args.config)
         print(f"wrote board {args.board} Verilog to {out}")
         return 0
     cfg = load_config(args.config)

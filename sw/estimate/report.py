@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shiftbook.sw.bundle import publish_dir
+from shiftbook.outputs import check_output_dir, publish_dir
 from shiftbook.sw.estimate.energy import DESIGNS
 
 
@@ -23,7 +23,6 @@ class ReportError(ValueError):
 def build_record(bundle_path: str | Path, energy_table: str | Path | None = None
                  ) -> tuple[dict[str, Any], str]:
     """Every figure of the report as one JSON-able record, and the energy comparison text."""
-    from shiftbook.commands.estimate import estimate_record
     from shiftbook.sw.bundle import load_bundle
     from shiftbook.sw.estimate.energy import (
         events_from_bundle,
@@ -31,6 +30,7 @@ def build_record(bundle_path: str | Path, energy_table: str | Path | None = None
         load_table,
         network_energy,
     )
+    from shiftbook.sw.estimate.record import estimate_record
 
     path = Path(bundle_path)
     if not path.exists():
@@ -174,9 +174,12 @@ def _html(rec: dict[str, Any], comparison: str) -> str:
 
 
 def write_report(bundle_path: str | Path, out_dir: str | Path,
-                 energy_table: str | Path | None = None) -> tuple[dict[str, Any], str]:
+                 energy_table: str | Path | None = None, *,
+                 force: bool = False) -> tuple[dict[str, Any], str]:
     """Writes ``report.html``, ``report.json`` and the PNGs into ``out_dir`` (replaced as a
-    whole: built in a temp directory beside it, then renamed). Nothing is written on error."""
+    whole: built in a temp directory beside it, then renamed; only a report or an empty
+    directory is replaced unless ``force``). Nothing is written on error."""
+    check_output_dir(out_dir, "report", force=force)
     rec, comparison = build_record(bundle_path, energy_table)
     out = Path(out_dir)
     parent = out.resolve().parent
@@ -190,9 +193,7 @@ def write_report(bundle_path: str | Path, out_dir: str | Path,
         rec["plots"] = _plots(rec, tmp)
         (tmp / "report.json").write_text(json.dumps(rec, indent=2) + "\n")
         (tmp / "report.html").write_text(_html(rec, comparison))
-        if out.exists() and not out.is_dir():
-            raise ReportError(f"{out_dir} exists and is not a directory")
-        publish_dir(tmp, parent / out.name)
+        publish_dir(tmp, parent / out.name, "report", force=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

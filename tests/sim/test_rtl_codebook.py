@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shiftbook.commands.layer import run_layer
+from shiftbook.sim.layer import run_layer
 
 pytestmark = pytest.mark.rtl
 

@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from shiftbook.commands.layer import run_layer
+from shiftbook.sim.layer import run_layer
 
 pytestmark = pytest.mark.rtl
 
@@ -41,6 +41,10 @@ def test_layer_bit_exact_in_rtl(config, case):
     assert rec["bit_exact"] and rec["mismatches"] == 0
     assert rec["cycles_source"] == "rtl"
     assert rec["cycles"] >= rec["ideal_cycles"] > 0
+    # `shiftbook layer --level functional` reports the exact cycle model: the RTL's count.
+    fun = run_layer(_args(config, *CORPUS[case], level="functional"))
+    assert fun["bit_exact"] and fun["cycles_source"] == "estimate"
+    assert fun["cycles"] == rec["cycles"], (fun["cycles"], rec["cycles"])
 
 
 def test_extreme_case_really_saturates():

@@ -1,0 +1,75 @@
+"""A model (built-in name, ``.pt2`` file, `shiftbook compress` output) -> lowered integer IR
+and a compiled program for a core config, in one call; nothing is written to disk.
+
+The library route behind `shiftbook compile` (``shiftbook/commands/compile.py`` adds the
+command line and the bundle writing) and the benchmarks::
+
+    low, prog, cfg, info = compile_model("resnet8", config="small", calib=8, seed=0)
+    write_bundle(prog, low.graph, "build/resnet8")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shiftbook.config import CoreConfig
+
+__all__ = ["CompileError", "calibration_source", "compile_model"]
+
+
+class CompileError(ValueError):
+    """Bad input for a compile: calibration count, weights for a non-built-in model, a model
+    file that cannot be read."""
+
+
+def calibration_source(input_shape: tuple[int, int, int]) -> str:
+    """``"digits"`` for a 1-channel 32x32 model, else ``"random"``."""
+    return "digits" if tuple(input_shape) == (1, 32, 32) else "random"
+
+
+def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None = None,
+                  calib: int | None = None, weights: str | Path | None = None, seed: int = 0
+                  ) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Lower and compile ``model``; nothing is written. Returns (lowered, program, config,
+    info).
+
+    ``config``: a preset name, a JSON file or a ``CoreConfig`` (default ``small``, as
+    :func:`shiftbook.config.load_config`); ``calib``: number of calibration images (default
+    ``DEFAULT_CALIB``): the digits training set for a 1-channel 32x32 model, else seeded
+    standard-normal images; ``weights``: a float checkpoint for a built-in model name (default
+    seeded random weights); ``seed``: of random weights and random calibration images."""
+    from shiftbook.config import CoreConfig, load_config
+    from shiftbook.sw.compiler import compile_graph
+    from shiftbook.sw.frontend import (
+        DEFAULT_CALIB,
+        default_calibration,
+        load_source,
+        lower_source,
+    )
+
+    cfg = config if isinstance(config, CoreConfig) else load_config(config)
+    n = DEFAULT_CALIB if calib is None else calib
+    if n < 1:
+        raise CompileError(f"--calib must be a positive integer, not {n}")
+    model = str(model)
+    if weights is not None and (Path(model).suffix == ".pt2" or Path(model).is_file()):
+        raise CompileError("--weights applies to a built-in model name only")
+    try:
+        src = load_source(model, weights=weights, seed=seed)
+    except (ValueError, RuntimeError, OSError, KeyError):
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. an unpickling error of a foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CompileError(f"cannot read model {model}: {first}") from None
+    shape = src.input_shape
+    csrc = calibration_source(shape)
+    images = default_calibration(shape, n, seed=seed, source=csrc)
+    low = lower_source(src, calib=images, config=cfg, n_calib=n, seed=seed)
+    # The bundle's stored input: the first calibration image, quantized.
+    x0 = low.quantize_input(images[:1])[0]
+    prog = compile_graph(low.graph, cfg, {low.input: x0})
+    info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
+            "seed": seed, "input_shape": list(shape)}
+    return low, prog, cfg, info
