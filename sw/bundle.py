@@ -27,6 +27,7 @@ import numpy as np
 
 from shiftbook import weights as wf
 from shiftbook.config import ConfigError, CoreConfig
+from shiftbook.fields import check_fields
 from shiftbook.isa import (
     INSN_BYTES,
     WFMT_CODEBOOK,
@@ -43,6 +44,7 @@ from shiftbook.sw.compiler import CompiledProgram, Placement, unpack_tensor
 from shiftbook.sw.ir import Graph, IRError
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "Bundle", "write_bundle",
+           "manifest_digest", "sign_manifest",
            "load_bundle"]
 
 BUNDLE_FORMAT = "shiftbook-bundle"
@@ -100,6 +102,23 @@ class Bundle:
         return {n: unpack_tensor(self.memory, tens[n]) for n in self.manifest["inputs"]}
 
 
+DIGEST_KEY = "manifest_sha256"
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of every manifest field but the digest itself (canonical JSON): it covers the
+    config, its hash, the program location, the tensors and the layers, so a manifest edited
+    by hand (another preset's config pasted in, a layer's address changed) is refused."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its digest set (for tools and tests that rewrite a bundle)."""
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
+    return manifest
+
+
 def _manifest(prog: CompiledProgram, ir_files: dict[str, str]) -> dict[str, Any]:
     cfg = prog.config
     return {
@@ -137,7 +156,7 @@ def write_bundle(prog: CompiledProgram, graph: Graph, path: str | Path, *,
         (tmp / MEMORY).write_bytes(prog.memory)
         (tmp / "program.txt").write_text(
             "".join(f"{i:6d}  {insn}\n" for i, insn in enumerate(prog.insns)))
-        (tmp / MANIFEST).write_text(json.dumps(_manifest(prog, ir_files), indent=1,
+        (tmp / MANIFEST).write_text(json.dumps(sign_manifest(_manifest(prog, ir_files)), indent=1,
                                                sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
         publish_dir(tmp, path, "bundle", force=force)
@@ -164,6 +183,12 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
     if man.get("version") != BUNDLE_VERSION:
         raise BundleError(f"bundle {path}: unknown bundle version {man.get('version')!r} "
                           f"(this shiftbook reads version {BUNDLE_VERSION})")
+    if DIGEST_KEY not in man:
+        raise BundleError(f"bundle {path} was written by an older shiftbook ({MANIFEST} has no "
+                          f"{DIGEST_KEY}); recompile it")
+    if man.get(DIGEST_KEY) != manifest_digest(man):
+        raise BundleError(f"bundle {path}: {MANIFEST} does not match its digest "
+                          f"({DIGEST_KEY}): it was edited or corrupted; recompile the bundle")
     try:
         cfg = CoreConfig.from_dict(man["config"])
         mem_info, prog_info = man["memory"], man["program"]
@@ -208,6 +233,10 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
         raise BundleError(f"bundle {path}: the program does not decode ({e})") from None
     if not insns or insns[-1].op != Opcode.END:
         raise BundleError(f"bundle {path}: the program has no END instruction")
+    unfit = check_fields(insns, cfg)
+    if unfit is not None:
+        raise BundleError(f"bundle {path}: the program does not fit its config "
+                          f"{cfg.name!r}: {unfit}")
     bundle = Bundle(path, man, cfg, memory)
     _check_weight_formats(bundle, insns)
     return bundle

@@ -15,7 +15,7 @@ from torch import nn
 
 from shiftbook import numerics as nx
 from shiftbook.cli import main
-from shiftbook.sw.bundle import load_bundle
+from shiftbook.sw.bundle import load_bundle, sign_manifest
 from shiftbook.sw.frontend import export_module, save_pt2
 from shiftbook.sw.reference import run_graph
 from shiftbook.timing import estimate
@@ -162,6 +162,7 @@ def _corrupt(src: Path, dst: Path, layer: str) -> tuple[int, int]:
     mem[addr] = new
     (dst / "memory.bin").write_bytes(bytes(mem))
     man["memory"]["sha256"] = hashlib.sha256(bytes(mem)).hexdigest()
+    sign_manifest(man)
     (dst / "manifest.json").write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
     return old, new
 

@@ -9,7 +9,13 @@ import pytest
 
 from shiftbook.config import PRESETS
 from shiftbook.sim.functional import run_program
-from shiftbook.sw.bundle import BUNDLE_VERSION, BundleError, load_bundle, write_bundle
+from shiftbook.sw.bundle import (
+    BUNDLE_VERSION,
+    BundleError,
+    load_bundle,
+    sign_manifest,
+    write_bundle,
+)
 from shiftbook.sw.compiler import compile_graph
 from shiftbook.sw.reference import random_layer, run_graph
 
@@ -85,7 +91,7 @@ def test_corrupted_memory_is_detected(built):
 def _edit(path, fn):
     m = json.loads((path / "manifest.json").read_text())
     fn(m)
-    (path / "manifest.json").write_text(json.dumps(m))
+    (path / "manifest.json").write_text(json.dumps(sign_manifest(m)))   # past the digest
 
 
 def test_unknown_version(built):
@@ -116,3 +122,24 @@ def test_garbage_manifest(built):
     (path / "manifest.json").write_text(json.dumps({"format": "zip"}))
     with pytest.raises(BundleError, match="not a shiftbook-bundle manifest"):
         load_bundle(path)
+
+
+def test_manifest_digest_covers_the_config(built, tmp_path):
+    """Another preset's config (and its matching hash) pasted into a manifest is refused."""
+    import shutil
+
+    from shiftbook.config import PRESETS
+
+    _, _, path = built
+    dst = tmp_path / "swapped"
+    shutil.copytree(path, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    other = next(c for n, c in PRESETS.items() if c.hash != m["config_hash"])
+    m["config"], m["config_hash"] = other.to_dict(), other.hash
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"does not match its digest"):
+        load_bundle(dst)
+    # re-signed, the program is checked against the config it now claims
+    (dst / "manifest.json").write_text(json.dumps(sign_manifest(m)))
+    with pytest.raises(BundleError):
+        load_bundle(dst)

@@ -14,7 +14,7 @@ from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import WFMT_CODEBOOK, WFMT_RAW, Buf, Insn, Opcode, Reg, encode_program
 from shiftbook.placement import unpack_tensor
 from shiftbook.sim.functional import FunctionalSim, SimError, run_program
-from shiftbook.sw.bundle import BundleError, load_bundle, write_bundle
+from shiftbook.sw.bundle import BundleError, load_bundle, sign_manifest, write_bundle
 from shiftbook.sw.compiler import CompileError, compile_graph
 from shiftbook.sw.ir import Conv2d, Graph, IRError
 from shiftbook.sw.reference import random_layer, run_graph
@@ -245,7 +245,7 @@ def _rewrite(src, dst, *, manifest=None, memory=None):
         man["memory"]["sha256"] = hashlib.sha256(bytes(mem)).hexdigest()
     if manifest is not None:
         manifest(man)
-    (dst / "manifest.json").write_text(json.dumps(man))
+    (dst / "manifest.json").write_text(json.dumps(sign_manifest(man)))
     return dst
 
 
