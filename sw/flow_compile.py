@@ -10,6 +10,7 @@ command line and the bundle writing) and the benchmarks::
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,8 @@ def calibration_source(input_shape: tuple[int, int, int]) -> str:
 
 
 def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None = None,
-                  calib: int | None = None, weights: str | Path | None = None, seed: int = 0
+                  calib: int | None = None, weights: str | Path | None = None, seed: int = 0,
+                  max_adapt_error: float | None = None
                   ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Lower and compile ``model``; nothing is written. Returns (lowered, program, config,
     info).
@@ -39,7 +41,11 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     :func:`shiftbook.config.load_config`); ``calib``: number of calibration images (default
     ``DEFAULT_CALIB``): the digits training set for a 1-channel 32x32 model, else seeded
     standard-normal images; ``weights``: a float checkpoint for a built-in model name (default
-    seeded random weights); ``seed``: of random weights and random calibration images."""
+    seeded random weights); ``seed``: of random weights and random calibration images;
+    ``max_adapt_error``: the largest relative output error a layer may get from being fitted to
+    the accumulator (default ``DEFAULT_MAX_ADAPT_ERROR``; sw/frontend/adaptation.py): beyond
+    it, an error naming the layer. Each adapted layer's record is its ``"adaptation"`` key in
+    ``low.layers`` and in the program's (bundle's) layer metadata."""
     from shiftbook.config import CoreConfig, load_config
     from shiftbook.sw.compiler import compile_graph
     from shiftbook.sw.frontend import (
@@ -48,8 +54,11 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
         load_source,
         lower_source,
     )
+    from shiftbook.sw.frontend.adaptation import DEFAULT_MAX_ADAPT_ERROR, check_adaptation
 
     cfg = config if isinstance(config, CoreConfig) else load_config(config)
+    limit = DEFAULT_MAX_ADAPT_ERROR if max_adapt_error is None else max_adapt_error
+    check_adaptation([], cfg.acc_bits, limit)       # the limit itself, before any work
     n = DEFAULT_CALIB if calib is None else calib
     if n < 1:
         raise CompileError(f"--calib must be a positive integer, not {n}")
@@ -67,9 +76,21 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     csrc = calibration_source(shape)
     images = default_calibration(shape, n, seed=seed, source=csrc)
     low = lower_source(src, calib=images, config=cfg, n_calib=n, seed=seed)
+    check_adaptation(low.layers, cfg.acc_bits, limit)
     # The bundle's stored input: the first calibration image, quantized.
     x0 = low.quantize_input(images[:1])[0]
     prog = compile_graph(low.graph, cfg, {low.input: x0})
+    adapted = {rep["name"]: rep["adaptation"] for rep in low.layers if "adaptation" in rep}
+    prog.layers = [_with_adaptation(lay, adapted.get(lay["name"])) for lay in prog.layers]
     info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
             "seed": seed, "input_shape": list(shape)}
     return low, prog, cfg, info
+
+
+def _with_adaptation(lay: Any, adaptation: dict[str, Any] | None) -> Any:
+    """A program layer record (``LayerMeta`` or its dict) with its adaptation record."""
+    if adaptation is None:
+        return lay
+    if isinstance(lay, dict):
+        return {**lay, "adaptation": adaptation}
+    return dataclasses.replace(lay, adaptation=adaptation)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftbook.commands import add_force_argument
+from shiftbook.manifest import LayerMeta
 from shiftbook.outputs import check_output_dir
 from shiftbook.sw import flow_compile
 from shiftbook.sw.flow_compile import CompileError, calibration_source
@@ -40,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="BUNDLE",
                    help="bundle directory to write (replaced atomically; an existing "
                         "directory only if it is a bundle or empty)")
+    p.add_argument("--max-adapt-error", type=float, default=None, metavar="E",
+                   help="largest relative output error a layer may get from being fitted to "
+                        "the config's accumulator (weight scale lowered; default 0.25, "
+                        "docs/frontend.md); beyond it the compile fails naming the layer")
     add_force_argument(p)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
@@ -48,15 +53,15 @@ def compile_model(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, An
     """Lower and compile ``args.model``; nothing is written. Returns (lowered, program,
     config, info). The work is :func:`shiftbook.sw.flow_compile.compile_model`."""
     return flow_compile.compile_model(args.model, config=args.config, calib=args.calib,
-                                      weights=args.weights, seed=args.seed)
+                                      weights=args.weights, seed=args.seed,
+                                      max_adapt_error=args.max_adapt_error)
 
 
-def _fmt(lay: dict[str, Any]) -> str:
-    w = lay.get("weights") or {}
-    if lay.get("op") not in ("conv2d", "linear"):
+def _fmt(lay: LayerMeta) -> str:
+    if lay.op not in ("conv2d", "linear"):
         return "-"
-    if w.get("wfmt") == 1:
-        return f"codebook k={w['k']} d={w['d']}"
+    if lay.weights.is_codebook:
+        return f"codebook k={lay.weights.k} d={lay.weights.d}"
     return "shift"
 
 
@@ -64,19 +69,21 @@ def summary(low: Any, prog: Any) -> list[dict[str, Any]]:
     """One row per compiled layer: name, op, output shape, weight format, MACs, ideal cycles."""
     rows = []
     for lay in prog.layers:
-        t = low.graph.tensors[lay["output"]]
-        rows.append({"index": lay["index"], "name": lay["name"], "op": lay["op"],
-                     "input_shape": list(low.graph.tensors[lay["input"]].shape),
-                     "shape": list(t.shape), "format": _fmt(lay), "macs": int(lay["macs"]),
-                     "ideal_cycles": int(lay["ideal_cycles"]),
-                     "residual": lay.get("residual")})
+        t = low.graph.tensors[lay.output]
+        rows.append({"index": lay.index, "name": lay.name, "op": lay.op,
+                     "input_shape": list(low.graph.tensors[lay.input].shape),
+                     "shape": list(t.shape), "format": _fmt(lay), "macs": lay.macs,
+                     "ideal_cycles": lay.ideal_cycles, "residual": lay.residual})
     return rows
 
 
 def run(args: argparse.Namespace) -> int:
     from shiftbook.sw.bundle import write_bundle
+    from shiftbook.sw.frontend.adaptation import adaptation_lines
 
     check_output_dir(args.output, "bundle", force=args.force)     # before any work
+    if args.max_adapt_error is not None and not args.max_adapt_error >= 0:
+        raise CompileError(f"--max-adapt-error must be >= 0, not {args.max_adapt_error}")
     low, prog, cfg, info = compile_model(args)
     out = write_bundle(prog, low.graph, args.output, force=args.force)
     rows = summary(low, prog)
@@ -84,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
            "config_hash": cfg.hash, "instructions": len(prog.insns),
            "memory_bytes": len(prog.memory), "macs": sum(r["macs"] for r in rows),
            "ideal_cycles": prog.ideal_cycles, "layers": rows,
-           "notes": list(getattr(low, "notes", []))}
+           "notes": list(getattr(low, "notes", [])),
+           "adapted": adaptation_lines(low.layers, cfg.acc_bits)}
     if args.json:
         print(json.dumps(rec, sort_keys=True))
         return 0
@@ -101,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
           f"instructions, {rec['memory_bytes']} bytes of memory image")
     for note in rec["notes"]:
         print(f"note: {note}")
+    for line in rec["adapted"]:
+        print(f"adapted: {line}")
     print(f"calibration: {info['calib_images']} {info['calibration']} image(s); "
           f"bundle: {rec['bundle']}")
     return 0

@@ -52,6 +52,7 @@ from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import Conv2d, Graph, Linear, TensorSpec
 from shiftbook.weights import CodebookWeights, WeightFormatError
 
+from .adaptation import measure_adaptation
 from .errors import FrontendError
 from .netops import MaxPool2d, SumPool2d, conv_acc_batch, run_network, window_view
 from .trace import FLayer, FloatNet
@@ -401,6 +402,7 @@ class _Quantizer:
             wf = wf.copy()
             wf[zero_ch] = int(live.max()) if live.size else 0
         adjustable = np.full(o, src in ("ptq", "identity")) | zero_ch
+        codes0, wf0 = codes, wf.copy()      # the unadapted layer (measured against below)
         for _ in range(4 * _MAX_FRAC):
             w_int = np.asarray(nx.decode_shift(codes, self.eb), dtype=np.int64)
             acc_frac = in_frac + wf
@@ -422,6 +424,7 @@ class _Quantizer:
             elif src == "identity":
                 codes, _ = nx.float_to_shift(lay.weight, self.eb, w_frac=wf.reshape(-1, 1, 1, 1))
                 codes = np.asarray(codes, np.int64)
+        bias_real0 = bias_real
         if self.bias_correction and src == "ptq":
             bias_real = bias_real - self.bias_error(lay, codes, wf, in_frac)
         w_int = np.asarray(nx.decode_shift(codes, self.eb), dtype=np.int64)
@@ -446,6 +449,8 @@ class _Quantizer:
                   stride=lay.stride, padding=lay.padding, residual=lay.residual,
                   res_shift=res_shift)
         wfmt = self.attach_codebook(op)
+        adapted = self.adaptation(lay, (codes0, wf0, bias_real0), (codes, wf, bias), in_frac,
+                                  corrected=self.bias_correction and src == "ptq")
         # calibrate the output scale on the integer network
         x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
@@ -476,7 +481,25 @@ class _Quantizer:
             "gain": [round(float(gain.min()), 4), round(float(gain.max()), 4)],
             "relu": lay.relu, "residual": lay.residual, "bn": lay.bn, "wfmt": wfmt,
             "saturated": float(np.mean(np.abs(real * 2.0**out_frac) > 127.5)),
+            **({"adaptation": adapted} if adapted else {}),
         })
+
+    def adaptation(self, lay: FLayer, before: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   after: tuple[np.ndarray, np.ndarray, np.ndarray], in_frac: int, *,
+                   corrected: bool) -> dict[str, Any] | None:
+        """What lowering ``w_frac`` to fit the accumulator changed (:mod:`.adaptation`), or
+        None when nothing was lowered. ``before``: unadapted (codes, w_frac, real bias before
+        bias correction); ``after``: the layer's (codes, w_frac, integer bias); ``corrected``:
+        the layer's bias was bias-corrected (so is the unadapted one's, on its own codes)."""
+        codes0, wf0, bias_real0 = before
+        if np.array_equal(wf0, after[1]):
+            return None
+        if corrected:
+            bias_real0 = bias_real0 - self.bias_error(lay, codes0, wf0, in_frac)
+        b0 = _round_half_up(bias_real0 * np.exp2((in_frac + wf0).astype(np.float64)))
+        return measure_adaptation(self.env[lay.input], (codes0, wf0, b0), after,
+                                  in_frac=in_frac, exp_bits=self.eb, stride=lay.stride,
+                                  padding=lay.padding)
 
     def maxpool(self, lay: FLayer) -> None:
         g = self.graph
