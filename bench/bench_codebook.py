@@ -82,10 +82,10 @@ def measure(level: str, config: str, op: str, cin: int, cout: int, kernel: int, 
             got = {n: unpack_tensor(res.memory, p) for n, p in prog.tensors.items()}
             lay = prog.layers[0]
             rec[f"{tag}_cycles"] = int(res.cycles)
-            rec[f"{tag}_weight_bytes_read"] = int(lay["weight_bytes_read"])
+            rec[f"{tag}_weight_bytes_read"] = lay.weight_bytes_read
             rec[f"{tag}_bit_exact"] = bool(compare_tensors(prog.layers, golden, got).bit_exact)
             if tag == "fmt":
-                rec["footprint"] = lay["weights"]["footprint"]
+                rec["footprint"] = lay.weights.footprint
     rec["bit_exact"] = rec["fmt_bit_exact"] and rec["raw_bit_exact"]
     rec["read_per_int8"] = rec["fmt_weight_bytes_read"] / rec["int8_weight_bytes"]
     rec["footprint_per_int8"] = rec["footprint"]["bits"] / 8 / rec["int8_weight_bytes"]

@@ -62,22 +62,21 @@ def profile_of(bundle: Any) -> dict[int, dict[str, int]]:
     in half the weight buffer)."""
     from shiftbook.timing import estimate
 
-    meta = {int(lay["index"]): lay for lay in bundle.layers}
+    meta = {lay.index: lay for lay in bundle.layers}
     out: dict[int, dict[str, int]] = {}
     for seg in estimate(bundle).layers:
-        lay = meta.get(int(seg.mark), {})
+        lay = meta.get(int(seg.mark))
         out[int(seg.mark)] = {"compute_steps": int(seg.compute_steps),
                               "dma_words": int(seg.dma_words),
-                              "weight_bytes": int(lay.get("weight_bytes") or 0),
-                              "weight_bytes_read": int(lay.get("weight_bytes_read") or 0)}
+                              "weight_bytes": lay.weight_bytes if lay else 0,
+                              "weight_bytes_read": lay.weight_bytes_read if lay else 0}
     return out
 
 
 def _kernel_of(bundle: Any) -> dict[int, tuple[int, int] | None]:
     out: dict[int, tuple[int, int] | None] = {}
     for lay in bundle.layers:
-        k = lay.get("kernel")
-        out[int(lay["index"])] = (int(k[0]), int(k[1])) if k else None
+        out[lay.index] = lay.kernel
     return out
 
 

@@ -1,6 +1,7 @@
 """Compare two runs layer by layer (exact equality only) and name the first difference.
 
-Inputs are a bundle's layer metadata (``manifest["layers"]``) and two sets of tensors (name ->
+Inputs are a bundle's layer metadata (``Manifest.layers``, :class:`~shiftbook.manifest.LayerMeta`)
+and two sets of tensors (name ->
 int array ``(C, H, W)``), or two memory images read through the bundle's tensor placements.
 A mismatch report names the first differing layer, its tile (output-channel group, output-row
 band, pixel tile within the band) and element ``(c, y, x)`` with both values.
@@ -13,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from shiftbook.placement import Placement, unpack_tensor
+from shiftbook.manifest import LayerMeta, Manifest
+from shiftbook.placement import unpack_tensor
 
 __all__ = ["Mismatch", "CompareResult", "tile_of", "compare_tensors", "compare_memory"]
 
@@ -58,28 +60,27 @@ class CompareResult:
         return f"{self.mismatches} mismatching element(s); {self.first}"
 
 
-def tile_of(layer: dict[str, Any], c: int, y: int, x: int) -> dict[str, int]:
+def tile_of(layer: LayerMeta, c: int, y: int, x: int) -> dict[str, int]:
     """The tile that computed output element ``(c, y, x)`` of ``layer`` (bundle metadata)."""
-    t = layer["tiles"]
-    ow = t["out_w"]
-    band = next((i for i, (o0, o1) in enumerate(t["bands"]) if o0 <= y < o1), -1)
-    o0 = t["bands"][band][0] if band >= 0 else 0
-    p = (y - o0) * ow + x
-    return {"group": c // t["cols"], "band": band, "tile": p // t["rows"],
-            "pixel": p % t["rows"]}
+    t = layer.tiles
+    band = next((i for i, (o0, o1) in enumerate(t.bands) if o0 <= y < o1), -1)
+    o0 = t.bands[band][0] if band >= 0 else 0
+    p = (y - o0) * t.out_w + x
+    return {"group": c // t.cols, "band": band, "tile": p // t.rows, "pixel": p % t.rows}
 
 
-def compare_tensors(layers: list[dict[str, Any]], expected: dict[str, np.ndarray],
+def compare_tensors(layers: list[LayerMeta] | tuple[LayerMeta, ...],
+                    expected: dict[str, np.ndarray],
                     got: dict[str, np.ndarray]) -> CompareResult:
     """Compare every layer's output tensor in layer order."""
     total = 0
     first: Mismatch | None = None
     per_layer = []
-    for lay in sorted(layers, key=lambda d: d["index"]):
-        name = lay["output"]
+    for lay in sorted(layers, key=lambda d: d.index):
+        name = lay.output
         if name not in expected or name not in got:
             missing = "expected" if name not in expected else "got"
-            raise KeyError(f"tensor {name!r} of layer {lay['name']!r} missing from {missing}")
+            raise KeyError(f"tensor {name!r} of layer {lay.name!r} missing from {missing}")
         e = np.asarray(expected[name], dtype=np.int64)
         g = np.asarray(got[name], dtype=np.int64)
         if e.shape != g.shape:
@@ -87,20 +88,21 @@ def compare_tensors(layers: list[dict[str, Any]], expected: dict[str, np.ndarray
         diff = e != g
         n = int(diff.sum())
         total += n
-        per_layer.append({"index": lay["index"], "name": lay["name"], "tensor": name,
+        per_layer.append({"index": lay.index, "name": lay.name, "tensor": name,
                           "mismatches": n, "elements": int(e.size)})
         if n and first is None:
             c, y, x = (int(v) for v in np.argwhere(diff)[0])
             tl = tile_of(lay, c, y, x)
-            first = Mismatch(lay["index"], lay["name"], name, c, y, x, int(e[c, y, x]),
+            first = Mismatch(lay.index, lay.name, name, c, y, x, int(e[c, y, x]),
                              int(g[c, y, x]), **tl)
     return CompareResult(total == 0, total, first, per_layer)
 
 
-def compare_memory(manifest: dict[str, Any], expected: bytes, got: bytes) -> CompareResult:
-    """Compare two final memory images through the manifest's tensor placements."""
-    places = {t["name"]: Placement.from_dict(t) for t in manifest["tensors"]}
-    outs = {lay["output"] for lay in manifest["layers"]}
-    exp = {n: unpack_tensor(expected, places[n]) for n in outs}
-    gt = {n: unpack_tensor(got, places[n]) for n in outs}
-    return compare_tensors(manifest["layers"], exp, gt)
+def compare_memory(program: Manifest | Any, expected: bytes, got: bytes) -> CompareResult:
+    """Compare two final memory images through the tensor placements of ``program``: a
+    :class:`~shiftbook.manifest.Manifest`, a loaded bundle or a compiled program (anything
+    with ``layers`` and ``tensors``)."""
+    outs = {lay.output for lay in program.layers}
+    exp = {n: unpack_tensor(expected, program.tensors[n]) for n in outs}
+    gt = {n: unpack_tensor(got, program.tensors[n]) for n in outs}
+    return compare_tensors(program.layers, exp, gt)

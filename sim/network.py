@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from shiftbook import numerics as nx
+from shiftbook.manifest import LayerMeta
 
 __all__ = ["LEVELS", "SimulateError", "NetworkRun", "load_input", "random_input",
            "with_input", "simulate_bundle", "dump_tensors"]
@@ -105,7 +106,7 @@ def with_input(bundle: Any, values: np.ndarray) -> bytes:
     """The bundle's memory image with ``values`` written into its (single) input tensor."""
     from shiftbook.placement import pack_tensor
 
-    name = bundle.manifest["inputs"][0]
+    name = bundle.manifest.inputs[0]
     p = bundle.tensors[name]
     data = pack_tensor(values, p).tobytes()
     mem = bytearray(bundle.memory)
@@ -141,10 +142,10 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     t0 = time.monotonic()
     bundle = load_bundle(path)
     cfg = bundle.config
-    if len(bundle.manifest["inputs"]) != 1:
-        raise SimulateError(f"bundle {path} has {len(bundle.manifest['inputs'])} inputs; "
+    if len(bundle.manifest.inputs) != 1:
+        raise SimulateError(f"bundle {path} has {len(bundle.manifest.inputs)} inputs; "
                             f"only single-input networks can be simulated")
-    in_name = bundle.manifest["inputs"][0]
+    in_name = bundle.manifest.inputs[0]
     if x is None:
         x = bundle.inputs()[in_name]
     x = np.asarray(x, dtype=np.int64)
@@ -195,19 +196,19 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     per = {d["index"]: d for d in cmp.layers}
     recs = []
     for lay in layers:
-        i = lay["index"]
+        i = lay.index
         c = per[i]
         cyc = layer_cycles.get(i)
-        ideal = int(lay["ideal_cycles"])
-        rec = {"index": i, "name": lay["name"], "op": lay["op"], "tensor": lay["output"],
-               "shape": list(bundle.tensors[lay["output"]].shape),
+        ideal = lay.ideal_cycles
+        rec = {"index": i, "name": lay.name, "op": lay.op, "tensor": lay.output,
+               "shape": list(bundle.tensors[lay.output].shape),
                "bit_exact": c["mismatches"] == 0, "mismatches": c["mismatches"],
-               "cycles": cyc, "ideal_cycles": ideal, "macs": int(lay["macs"]),
+               "cycles": cyc, "ideal_cycles": ideal, "macs": lay.macs,
                "utilization": round(ideal / cyc, 4) if cyc else None}
         if level == "rtl":
             rec["estimate_cycles"] = est_by_mark.get(i)
         recs.append(rec)
-    ideal_total = sum(int(lay["ideal_cycles"]) for lay in layers)
+    ideal_total = sum(lay.ideal_cycles for lay in layers)
     record = {
         "bit_exact": cmp.bit_exact,
         "mismatches": cmp.mismatches,
@@ -222,7 +223,7 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
         "bundle": str(Path(path).resolve()),
         "input": in_name,
         "input_shape": list(x.shape),
-        "instructions": int(bundle.manifest["program"]["instructions"]),
+        "instructions": bundle.manifest.program.instructions,
         "wall_s": 0.0,
         **extra,
         "layers": recs,
@@ -233,7 +234,7 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     return NetworkRun(record, expected, got)
 
 
-def dump_tensors(run: NetworkRun, layers: list[dict[str, Any]], input_name: str,
+def dump_tensors(run: NetworkRun, layers: list[LayerMeta], input_name: str,
                  out: str | Path) -> list[Path]:
     """Write the input and every layer's output of both sides as ``.npy``:
     ``OUT/golden/<tensor>.npy`` and ``OUT/<level>/<tensor>.npy`` (the level's side; at the
@@ -241,7 +242,7 @@ def dump_tensors(run: NetworkRun, layers: list[dict[str, Any]], input_name: str,
     out = Path(out)
     level = run.record["level"]
     sides = {"golden": run.expected, "golden-check" if level == "golden" else level: run.got}
-    names = [input_name] + [lay["output"] for lay in sorted(layers, key=lambda d: d["index"])]
+    names = [input_name] + [lay.output for lay in sorted(layers, key=lambda d: d.index)]
     written = []
     for side, tensors in sides.items():
         d = out / side

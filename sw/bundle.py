@@ -39,6 +39,7 @@ from shiftbook.isa import (
     Reg,
     decode_program,
 )
+from shiftbook.manifest import LayerMeta, Manifest, ManifestError, parse_manifest
 from shiftbook.outputs import check_output_dir, publish_dir
 from shiftbook.sw.compiler import CompiledProgram, Placement, unpack_tensor
 from shiftbook.sw.ir import Graph, IRError
@@ -64,27 +65,29 @@ def _sha256(data: bytes) -> str:
 
 @dataclass
 class Bundle:
+    """A loaded, validated bundle: its typed manifest, core config and memory image."""
+
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     config: CoreConfig
     memory: bytes
 
     @property
     def tensors(self) -> dict[str, Placement]:
-        return {t["name"]: Placement.from_dict(t) for t in self.manifest["tensors"]}
+        return dict(self.manifest.tensors)
 
     @property
-    def layers(self) -> list[dict[str, Any]]:
-        return self.manifest["layers"]
+    def layers(self) -> list[LayerMeta]:
+        return list(self.manifest.layers)
 
     @property
     def program(self) -> list[Insn]:
-        p = self.manifest["program"]
-        return decode_program(self.memory[p["addr"]: p["addr"] + p["bytes"]])
+        p = self.manifest.program
+        return decode_program(self.memory[p.addr: p.addr + p.bytes])
 
     @property
     def ideal_cycles(self) -> int:
-        return sum(int(lay["ideal_cycles"]) for lay in self.layers)
+        return sum(lay.ideal_cycles for lay in self.manifest.layers)
 
     def graph(self) -> Graph:
         try:
@@ -99,7 +102,7 @@ class Bundle:
 
     def inputs(self) -> dict[str, np.ndarray]:
         tens = self.tensors
-        return {n: unpack_tensor(self.memory, tens[n]) for n in self.manifest["inputs"]}
+        return {n: unpack_tensor(self.memory, tens[n]) for n in self.manifest.inputs}
 
 
 DIGEST_KEY = "manifest_sha256"
@@ -133,7 +136,7 @@ def _manifest(prog: CompiledProgram, ir_files: dict[str, str]) -> dict[str, Any]
         "inputs": list(prog.inputs),
         "outputs": list(prog.outputs),
         "tensors": [p.to_dict() for p in prog.tensors.values()],
-        "layers": prog.layers,
+        "layers": [lay.to_dict() for lay in prog.layers],
         "ideal_cycles": prog.ideal_cycles,
     }
 
@@ -190,45 +193,45 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
         raise BundleError(f"bundle {path}: {MANIFEST} does not match its digest "
                           f"({DIGEST_KEY}): it was edited or corrupted; recompile the bundle")
     try:
-        cfg = CoreConfig.from_dict(man["config"])
-        mem_info, prog_info = man["memory"], man["program"]
-        for key in ("tensors", "layers", "inputs", "outputs", "ir", "config_hash"):
-            if key not in man:
-                raise KeyError(key)
+        typed = parse_manifest(man)
+    except ManifestError as e:
+        raise BundleError(f"bundle {path}: {MANIFEST}: {e}") from None
+    try:
+        cfg = CoreConfig.from_dict(typed.config)
     except ConfigError as e:
         raise BundleError(f"bundle {path}: invalid config: {e}") from None
-    except (KeyError, TypeError) as e:
-        raise BundleError(f"bundle {path}: {MANIFEST} lacks field {e}") from None
-    if cfg.hash != man["config_hash"]:
-        raise BundleError(f"bundle {path}: config hash {man['config_hash']} does not match its "
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"bundle {path}: invalid config ({e})") from None
+    if cfg.hash != typed.config_hash:
+        raise BundleError(f"bundle {path}: config hash {typed.config_hash} does not match its "
                           f"config ({cfg.hash}); the manifest was edited or corrupted")
     if config is not None and config.hash != cfg.hash:
         raise BundleError(f"bundle {path} was compiled for core config {cfg.name!r} (hash "
                           f"{cfg.hash}), not for {config.name!r} (hash {config.hash}); "
                           f"recompile it for this core")
-    files = [(mem_info.get("file", MEMORY), mem_info.get("sha256")),
-             (man["ir"].get("json"), man["ir"].get("json_sha256")),
-             (man["ir"].get("npz"), man["ir"].get("npz_sha256"))]
+    mem_info, prog_info = typed.memory, typed.program
+    files = [(mem_info.file, mem_info.sha256), (typed.ir.json, typed.ir.json_sha256),
+             (typed.ir.npz, typed.ir.npz_sha256)]
     blobs = {}
     for name, sha in files:
-        fp = path / str(name)
-        if not name or not fp.is_file():
+        fp = path / name
+        if Path(name).name != name or not fp.is_file():
             raise BundleError(f"bundle {path}: missing file {name}")
         data = fp.read_bytes()
         if _sha256(data) != sha:
             raise BundleError(f"bundle {path}: {name} is corrupted (sha256 mismatch)")
         blobs[name] = data
-    memory = blobs[mem_info.get("file", MEMORY)]
-    if len(memory) != mem_info.get("bytes"):
-        raise BundleError(f"bundle {path}: {MEMORY} has {len(memory)} bytes, the manifest "
-                          f"says {mem_info.get('bytes')}")
+    memory = blobs[mem_info.file]
+    if len(memory) != mem_info.bytes:
+        raise BundleError(f"bundle {path}: {mem_info.file} has {len(memory)} bytes, the "
+                          f"manifest says {mem_info.bytes}")
     if len(memory) > cfg.mem_words * cfg.bus_bytes:
         raise BundleError(f"bundle {path}: memory image larger than the core's address space")
-    if prog_info.get("addr") != 0 or prog_info.get("bytes", 0) % INSN_BYTES \
-            or prog_info.get("bytes", 0) > len(memory):
+    if prog_info.addr != 0 or prog_info.bytes % INSN_BYTES or prog_info.bytes > len(memory) \
+            or prog_info.instructions != prog_info.bytes // INSN_BYTES:
         raise BundleError(f"bundle {path}: bad program location {prog_info}")
     try:
-        insns = decode_program(memory[: prog_info["bytes"]])
+        insns = decode_program(memory[: prog_info.bytes])
     except IsaError as e:
         raise BundleError(f"bundle {path}: the program does not decode ({e})") from None
     if not insns or insns[-1].op != Opcode.END:
@@ -237,42 +240,47 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
     if unfit is not None:
         raise BundleError(f"bundle {path}: the program does not fit its config "
                           f"{cfg.name!r}: {unfit}")
-    bundle = Bundle(path, man, cfg, memory)
+    for p in typed.tensors.values():
+        if p.addr + p.nbytes > len(memory):
+            raise BundleError(f"bundle {path}: tensor {p.name!r} [{p.addr}, "
+                              f"{p.addr + p.nbytes}) lies beyond the memory image "
+                              f"({len(memory)} bytes)")
+    bundle = Bundle(path, typed, cfg, memory)
     _check_weight_formats(bundle, insns)
     return bundle
 
 
-def _layer_codebook(bundle: Bundle, lay: dict[str, Any]) -> wf.CodebookWeights:
+def _layer_codebook(bundle: Bundle, lay: LayerMeta) -> wf.CodebookWeights:
     """Rebuild a codebook layer's weights from the memory image (its index rows per group and
     chunk, its codebook) and the manifest's declared ``k``/``d`` (validated)."""
     cfg, mem = bundle.config, bundle.memory
-    w = lay["weights"]
-    for key in ("k", "d", "index_bits", "codebook_addr", "codebook_bytes", "idx_per_row"):
-        if not isinstance(w.get(key), int) or isinstance(w.get(key), bool) or w[key] < 0:
-            raise wf.WeightFormatError(f"codebook field {key!r} is {w.get(key)!r}")
-    k, d = w["k"], w["d"]
-    if w["index_bits"] != wf.index_bits(k):
-        raise wf.WeightFormatError(f"index_bits={w['index_bits']} does not match k={k} "
+    w = lay.weights
+    for key in ("k", "d", "index_bits", "codebook_addr", "idx_per_row"):
+        if getattr(w, key) is None:
+            raise wf.WeightFormatError(f"codebook field {key!r} is missing")
+    k, d, ib, per, ca = w.k, w.d, w.index_bits, w.idx_per_row, w.codebook_addr
+    assert k is not None and d is not None and ib is not None and per is not None \
+        and ca is not None
+    if ib != wf.index_bits(k):
+        raise wf.WeightFormatError(f"index_bits={ib} does not match k={k} "
                                    f"(needs {wf.index_bits(k)})")
-    if w["codebook_bytes"] != k * d:
-        raise wf.WeightFormatError(f"a codebook of {w['codebook_bytes']} bytes does not match "
+    if w.codebook_bytes != k * d:
+        raise wf.WeightFormatError(f"a codebook of {w.codebook_bytes} bytes does not match "
                                    f"k*d = {k}*{d} = {k * d} codes")
-    ca = w["codebook_addr"]
     if ca + k * d > len(mem):
         raise wf.WeightFormatError(f"codebook [{ca}, {ca + k * d}) lies beyond the memory image")
-    shape = (int(lay["out_channels"]), int(lay["in_channels"]), *lay["kernel"])
+    shape = (lay.out_channels, lay.in_channels, *lay.kernel)
     o, c, kh, kw = shape
     kk = kh * kw
     nblocks = -(-(c * kk) // d)
-    per = w["idx_per_row"]
-    ib, cols, wrow = w["index_bits"], cfg.cols, cfg.wbuf_row_bytes
-    chunks = lay["tiles"]["chunks"]
-    groups = lay["tiles"]["groups"]
-    idx = np.zeros((groups * cols, nblocks), np.int64)
+    if per < 1:
+        raise wf.WeightFormatError(f"idx_per_row={per} must be >= 1")
+    cols, wrow = cfg.cols, cfg.wbuf_row_bytes
+    idx = np.zeros((lay.tiles.groups * cols, nblocks), np.int64)
     row = 0
-    base = lay["weight_addr"]
-    for g in range(groups):
-        for c0, c1, _, _ in chunks:
+    base = lay.weight_addr
+    for g in range(lay.tiles.groups):
+        for c0, c1, _, _ in lay.tiles.chunks:
             b0, b1 = c0 * kk // d, -(-(c1 * kk) // d)
             nrows = -(-(b1 - b0) // per)
             blob = mem[base + row * wrow: base + (row + nrows) * wrow]
@@ -281,9 +289,9 @@ def _layer_codebook(bundle: Bundle, lay: dict[str, Any]) -> wf.CodebookWeights:
             idx[g * cols:(g + 1) * cols, b0:b1] = wf.unpack_index_rows(blob, ib, cols, wrow,
                                                                         b1 - b0)
             row += nrows
-    if row * wrow != lay["weight_bytes"]:
+    if row * wrow != lay.weight_bytes:
         raise wf.WeightFormatError(f"{row * wrow} bytes of index rows, the manifest says "
-                                   f"{lay['weight_bytes']}")
+                                   f"{lay.weight_bytes}")
     pad = idx[o:]
     if pad.size and int(pad.max()) >= k:
         raise wf.WeightFormatError(f"an unused column's index {int(pad.max())} is past the "
@@ -299,9 +307,7 @@ def _check_weight_formats(bundle: Bundle, insns: list[Insn]) -> None:
     memory, in the program's CB_K/CB_D and LOAD CB, in the IR) does not match the declared
     ``k`` and ``d``."""
     path = bundle.path
-    cb_layers = [lay for lay in bundle.layers
-                 if isinstance(lay, dict) and isinstance(lay.get("weights"), dict)
-                 and lay["weights"].get("wfmt", WFMT_RAW) != WFMT_RAW]
+    cb_layers = [lay for lay in bundle.layers if lay.weights.wfmt != WFMT_RAW]
     if not cb_layers:
         return
     # The program's view: the CB_K/CB_D of each LOAD CB, per layer (MARK id closes a layer).
@@ -320,21 +326,21 @@ def _check_weight_formats(bundle: Bundle, insns: list[Insn]) -> None:
     ops = {op.name: op for op in graph.ops}
     B = bundle.config.bus_bytes
     for lay in cb_layers:
-        name = lay.get("name")
+        name = lay.name
         where = f"bundle {path}: layer {name!r}"
-        if lay["weights"].get("wfmt") != WFMT_CODEBOOK:
-            raise BundleError(f"{where}: unknown weight format {lay['weights'].get('wfmt')!r}")
+        if lay.weights.wfmt != WFMT_CODEBOOK:
+            raise BundleError(f"{where}: unknown weight format {lay.weights.wfmt!r}")
         try:
             fmt = _layer_codebook(bundle, lay)
         except (wf.WeightFormatError, KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{where}: {e}") from None
-        for k, d, insn in loads.get(int(lay["index"]), []) or [(None, None, None)]:
+        for k, d, insn in loads.get(lay.index, []) or [(None, None, None)]:
             if insn is None:
                 raise BundleError(f"{where}: the program loads no codebook for it")
             if (k, d) != (fmt.k, fmt.d):
                 raise BundleError(f"{where}: the program's codebook is k={k}, d={d}, the "
                                   f"manifest declares k={fmt.k}, d={fmt.d}")
-            if insn.args["ext_addr"] * B != lay["weights"]["codebook_addr"] \
+            if insn.args["ext_addr"] * B != lay.weights.codebook_addr \
                     or insn.args["words"] * B < fmt.k * fmt.d:
                 raise BundleError(f"{where}: the program's LOAD CB does not read the declared "
                                   f"codebook of {fmt.k * fmt.d} bytes")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from shiftbook import protocol as proto
 from shiftbook.config import CoreConfig
+from shiftbook.manifest import Manifest
 from shiftbook.protocol import Cmd, ProtocolError, Status
 
 __all__ = [
@@ -210,7 +211,7 @@ def image_from_bundle(bundle: Any) -> BoardImage:
     if not isinstance(image, (bytes, bytearray)):
         raise BoardError("bundle has no memory image ('memory' bytes)")
     manifest = getattr(bundle, "manifest", None)
-    names = manifest.get("outputs") if isinstance(manifest, dict) else None
+    names = list(manifest.outputs) if isinstance(manifest, Manifest) else None
     raw = list(getattr(bundle, "outputs", None) or [])
     if names is None and all(isinstance(o, str) for o in raw):
         names = raw                              # a CompiledProgram: output names

@@ -113,7 +113,7 @@ def _input_shape(bundle: Path) -> tuple[int, ...]:
     from shiftbook.sw.bundle import load_bundle
 
     b = load_bundle(bundle)
-    return tuple(b.tensors[b.manifest["inputs"][0]].shape)
+    return tuple(b.tensors[b.manifest.inputs[0]].shape)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise SimulateError(f"--timeout-cycles {args.timeout_cycles} must be >= 0 "
                             f"(0: no limit)")
     bundle = load_bundle(args.bundle)
-    in_name = bundle.manifest["inputs"][0]
+    in_name = bundle.manifest.inputs[0]
     place = bundle.tensors[in_name]
     x = None
     if args.input is not None:

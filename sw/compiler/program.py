@@ -18,19 +18,21 @@ from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.fields import check_fields
 from shiftbook.isa import INSN_BYTES, WFMT_CODEBOOK, WFMT_RAW, Insn, Opcode, encode_program
+from shiftbook.manifest import LayerMeta
 from shiftbook.placement import MemoryImage, Placement, pack_tensor
 from shiftbook.sw.compiler.conv import (
     CompileError,
+    ConvPlan,
     codebook_weight_bytes,
     conv_bias_bytes,
     conv_weight_bytes,
     plan_conv,
-    rough_cycles,
     schedule_conv,
 )
 from shiftbook.sw.compiler.emitter import Emitter
 from shiftbook.sw.compiler.pool import plan_pool, pool_bias_bytes, pool_layer_meta, schedule_pool
 from shiftbook.sw.ir import Conv2d, Graph, MaxPool2d, SumPool2d
+from shiftbook.timing import estimate_program
 from shiftbook.weights import RawWeights
 
 __all__ = ["CompiledProgram", "CompileError", "compile_graph"]
@@ -43,13 +45,18 @@ class CompiledProgram:
     program: bytes
     memory: bytes
     tensors: dict[str, Placement]
-    layers: list[dict[str, Any]]
+    layers: list[LayerMeta]
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The layers as the bundle's typed records (every field checked once, here).
+        self.layers = [lay if isinstance(lay, LayerMeta) else LayerMeta.from_dict(lay, f"layer {i}")
+                       for i, lay in enumerate(self.layers)]
+
     @property
     def ideal_cycles(self) -> int:
-        return sum(int(lay["ideal_cycles"]) for lay in self.layers)
+        return sum(lay.ideal_cycles for lay in self.layers)
 
 
 def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig,
@@ -85,6 +92,24 @@ def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig
         "weights": wmeta,
         **extra,
     }
+
+
+def _choose_plan(em: Emitter, op: Conv2d, cfg: CoreConfig, x: Placement, y: Placement,
+                 w_addr: int, b_addr: int, index: int, res: Placement | None,
+                 cb_addr: int | None) -> ConvPlan:
+    """The layer's tiling: the plain one, or the one with double-buffered ACT bands where
+    that differs and the cycle model (``shiftbook.timing``) times the layer, scheduled as a
+    program of its own, strictly faster."""
+    plan = plan_conv(op, x, y, cfg)
+    alt = plan_conv(op, x, y, cfg, double_act=True)
+    if alt.bands == plan.bands:
+        return plan
+    costs = []
+    for cand in (plan, alt):
+        trial = Emitter(regs=dict(em.regs))
+        schedule_conv(trial, op, cand, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
+        costs.append(estimate_program(cfg, [*trial.insns, Insn(Opcode.END, {})]).total)
+    return plan if costs[0] <= costs[1] else alt
 
 
 def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
@@ -132,16 +157,7 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
             # Codebook layers pack their index rows per chunk: addresses after the plan.
             bb = conv_bias_bytes(op, cfg)
             w_addr = b_addr = cb_addr = 0
-        plan = plan_conv(op, x, y, cfg)
-        alt = plan_conv(op, x, y, cfg, double_act=True)
-        if alt.bands != plan.bands:
-            # Two tilings worth trying: pick the one the quick timing replay prefers.
-            costs = []
-            for cand in (plan, alt):
-                trial = Emitter(regs=dict(em.regs))
-                schedule_conv(trial, op, cand, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
-                costs.append(rough_cycles(trial.insns, cfg))
-            plan = plan if costs[0] <= costs[1] else alt
+        plan = _choose_plan(em, op, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
         if fmt is not None:
             wb = codebook_weight_bytes(op, cfg, plan)
             cbb = fmt.pack_codebook()

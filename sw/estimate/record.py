@@ -43,8 +43,7 @@ def estimate_record(bundle_path: str | Path, *, stall_pct: int = 0, stall_seed: 
     bundle = load_bundle(bdir)
     est = estimate(bundle, stall=stall_pct / 100)
     cfg = bundle.config
-    ideal = {int(lay["index"]): int(lay["ideal_cycles"]) for lay in bundle.layers
-             if "index" in lay and "ideal_cycles" in lay}
+    ideal = {lay.index: lay.ideal_cycles for lay in bundle.layers}
 
     def util(mark: int, cycles: int) -> float | None:
         """ideal cycles (MACs / PEs) over the layer's cycles: the PE array's utilization."""

@@ -42,10 +42,10 @@ def build_record(bundle_path: str | Path, energy_table: str | Path | None = None
     en = network_energy(events_from_bundle(bundle), table)
     total = int(cyc["total"]["model"])
     ideal = int(cyc["ideal_cycles"])
-    weights = [{"name": str(lay.get("name", lay.get("index", "?"))),
-                "weight_bytes": int(lay.get("weight_bytes", 0)),
-                "bias_bytes": int(lay.get("bias_bytes", 0)),
-                "format": lay.get("format")} for lay in bundle.layers]
+    weights = [{"name": lay.name, "weight_bytes": lay.weight_bytes,
+                "bias_bytes": lay.bias_bytes,
+                "format": ("codebook" if lay.weights.is_codebook else "raw")
+                if lay.op in ("conv2d", "linear") else None} for lay in bundle.layers]
     rec: dict[str, Any] = {
         "bundle": cyc["bundle"], "config": cyc["config"], "config_hash": cyc["config_hash"],
         "cycles": {"total": total, "ideal": ideal,

@@ -134,20 +134,22 @@ def test_image_too_large_is_refused(standin):
         runner.run_image(NARROW, big, core=standin)
 
 
-def test_run_bundle_reads_manifest(standin, tmp_path):
+def test_run_bundle_reads_only_bundles(standin, tmp_path):
+    """run_bundle reads bundles through the one bundle reader (sw.bundle.load_bundle): a
+    hand-made manifest is refused with that reader's message; raw images go to run_image."""
+    from shiftbook.sw.bundle import BundleError
+
     image, _ = random_program(TINY, random.Random(5), n=8)
     (tmp_path / "memory.bin").write_bytes(image)
     (tmp_path / "manifest.json").write_text(json.dumps({
         "config": TINY.to_dict(), "config_hash": TINY.hash,
         "memory": {"file": "memory.bin"}}))
-    res = runner.run_bundle(tmp_path, core=standin, timeout_cycles=50_000)
+    with pytest.raises(BundleError, match="is not a shiftbook-bundle manifest"):
+        runner.run_bundle(tmp_path, core=standin, timeout_cycles=50_000)
+    with pytest.raises(BundleError, match="does not exist"):
+        runner.run_bundle(tmp_path / "nowhere", core=standin)
+    res = runner.run_image(TINY, image, core=standin, timeout_cycles=50_000)
     assert res.memory == run_model(TINY, image).memory
-    with pytest.raises(runner.RtlError, match="compiled for config tiny"):
-        runner.run_bundle(tmp_path, core=standin, config=NARROW)
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "config": TINY.to_dict(), "config_hash": "0" * 16}))
-    with pytest.raises(runner.RtlError, match="does not match"):
-        runner.run_bundle(tmp_path, core=standin)
 
 
 def test_build_is_cached(standin):

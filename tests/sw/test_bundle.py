@@ -34,9 +34,11 @@ def test_round_trip(built):
     layer, prog, path = built
     b = load_bundle(path, CFG)
     assert b.memory == prog.memory
-    assert b.config == CFG and b.manifest["config_hash"] == CFG.hash
+    assert b.config == CFG and b.manifest.config_hash == CFG.hash
     assert b.program == prog.insns
-    assert b.layers == json.loads(json.dumps(prog.layers))
+    assert b.layers == prog.layers
+    written = json.loads((path / "manifest.json").read_text())["layers"]
+    assert [lay.to_dict() for lay in b.layers] == written
     assert b.ideal_cycles == prog.ideal_cycles
     assert np.array_equal(b.inputs()["x"], layer.inputs["x"])
     g = b.graph()

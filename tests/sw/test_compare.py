@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from shiftbook.config import PRESETS
+from shiftbook.manifest import TileMeta
 from shiftbook.sim.compare import compare_memory, compare_tensors, tile_of
 from shiftbook.sim.functional import run_program
 from shiftbook.sw.compiler import compile_graph
@@ -44,17 +47,16 @@ def test_first_mismatch_names_layer_tile_and_element(run):
 
 
 def test_tile_of_with_bands():
-    lay = {"tiles": {"rows": 4, "cols": 8, "out_w": 10, "bands": [[0, 3], [3, 6]]}}
+    lay = SimpleNamespace(tiles=TileMeta(rows=4, cols=8, groups=2, out_w=10,
+                                         bands=((0, 3), (3, 6)), chunks=()))
     assert tile_of(lay, 9, 4, 2) == {"group": 1, "band": 1, "tile": 3, "pixel": 0}
 
 
 def test_compare_memory_images(run):
     prog, golden = run
     res = run_program(prog.config, prog.memory)
-    assert compare_memory({"tensors": [p.to_dict() for p in prog.tensors.values()],
-                           "layers": prog.layers}, res.memory, res.memory).bit_exact
+    assert compare_memory(prog, res.memory, res.memory).bit_exact
     bad = bytearray(res.memory)
     bad[prog.tensors["y"].addr] ^= 0x80
-    r = compare_memory({"tensors": [p.to_dict() for p in prog.tensors.values()],
-                        "layers": prog.layers}, res.memory, bytes(bad))
+    r = compare_memory(prog, res.memory, bytes(bad))
     assert r.mismatches == 1 and (r.first.c, r.first.y, r.first.x) == (0, 0, 0)
