@@ -11,8 +11,8 @@ from shiftbook.config import CoreConfig
 from shiftbook.isa import FIELDS, INSN_BITS, Buf, Opcode, Reg
 
 from .buffers import WordFIFO, is_ice40
-from .compute import compute_insn_layout
-from .layouts import dma_insn_layout, field_slice
+from .layouts import compute_insn_layout, dma_insn_layout, field_slice
+from .ports import ControlSignature, IssueSignature, MemPortSignature
 
 __all__ = ["Arbiter", "Controller"]
 
@@ -30,39 +30,40 @@ class Arbiter(wiring.Component):
 
     Members
     -------
-    f_* : fetch requester (read only); d_* : DMA requester; cmd_*/rsp_* : the core's port.
+    fetch : In(MemPortSignature(data_bits=8*bus_bytes, writes=False))
+        The instruction fetch requester.
+    dma : In(MemPortSignature(data_bits=8*bus_bytes))
+        The DMA requester.
+    mem : Out(MemPortSignature(data_bits=8*bus_bytes))
+        The core's memory port.
     """
 
     def __init__(self, *, bus_bytes: int, depth: int):
         self._depth = depth
         w = 8 * bus_bytes
-        req = {"cmd_valid": In(1), "cmd_ready": Out(1), "cmd_addr": In(28), "cmd_we": In(1),
-               "cmd_wdata": In(w), "rsp_valid": Out(1), "rsp_data": Out(w)}
-        sig = {f"f_{k}": v for k, v in req.items() if k not in ("cmd_we", "cmd_wdata")}
-        sig.update({f"d_{k}": v for k, v in req.items()})
-        sig.update({"cmd_valid": Out(1), "cmd_ready": In(1), "cmd_addr": Out(28),
-                    "cmd_we": Out(1), "cmd_wdata": Out(w), "rsp_valid": In(1),
-                    "rsp_data": In(w)})
-        super().__init__(sig)
+        super().__init__({"fetch": In(MemPortSignature(data_bits=w, writes=False)),
+                          "dma": In(MemPortSignature(data_bits=w)),
+                          "mem": Out(MemPortSignature(data_bits=w))})
 
     def elaborate(self, platform):
         m = Module()
         owner = m.submodules.owner = SyncFIFO(width=1, depth=self._depth)
-        fetch = self.f_cmd_valid
+        f, d, mem = self.fetch, self.dma, self.mem
+        fetch = f.cmd_valid
         with m.If(fetch):
-            m.d.comb += [self.cmd_addr.eq(self.f_cmd_addr), self.cmd_we.eq(0)]
+            m.d.comb += [mem.cmd_addr.eq(f.cmd_addr), mem.cmd_we.eq(0)]
         with m.Else():
-            m.d.comb += [self.cmd_addr.eq(self.d_cmd_addr), self.cmd_we.eq(self.d_cmd_we)]
-        m.d.comb += [self.cmd_valid.eq(self.f_cmd_valid | self.d_cmd_valid),
-                     self.cmd_wdata.eq(self.d_cmd_wdata),
-                     self.f_cmd_ready.eq(self.cmd_ready),
-                     self.d_cmd_ready.eq(self.cmd_ready & ~fetch),
-                     owner.w_en.eq(self.cmd_valid & self.cmd_ready & ~self.cmd_we),
+            m.d.comb += [mem.cmd_addr.eq(d.cmd_addr), mem.cmd_we.eq(d.cmd_we)]
+        m.d.comb += [mem.cmd_valid.eq(f.cmd_valid | d.cmd_valid),
+                     mem.cmd_wdata.eq(d.cmd_wdata),
+                     f.cmd_ready.eq(mem.cmd_ready),
+                     d.cmd_ready.eq(mem.cmd_ready & ~fetch),
+                     owner.w_en.eq(mem.cmd_valid & mem.cmd_ready & ~mem.cmd_we),
                      owner.w_data.eq(fetch),
-                     owner.r_en.eq(self.rsp_valid),
-                     self.f_rsp_valid.eq(self.rsp_valid & owner.r_data[0]),
-                     self.d_rsp_valid.eq(self.rsp_valid & ~owner.r_data[0]),
-                     self.f_rsp_data.eq(self.rsp_data), self.d_rsp_data.eq(self.rsp_data)]
+                     owner.r_en.eq(mem.rsp_valid),
+                     f.rsp_valid.eq(mem.rsp_valid & owner.r_data[0]),
+                     d.rsp_valid.eq(mem.rsp_valid & ~owner.r_data[0]),
+                     f.rsp_data.eq(mem.rsp_data), d.rsp_data.eq(mem.rsp_data)]
         return m
 
 
@@ -87,10 +88,13 @@ class Controller(wiring.Component):
     cycles : Out(48)
         Cycles since start (frozen when stopped).
     mark_valid : Out(1), mark_id : Out(16)
-    f_cmd_valid, f_cmd_ready, f_cmd_addr, f_rsp_valid, f_rsp_data
+        (``start`` .. ``cycles`` are the members of ``ControlSignature``.)
+    mem : Out(MemPortSignature(data_bits=8*bus_bytes, writes=False))
         Fetch requester port (to the arbiter).
-    dma_valid/dma_ready/dma_insn, dma_busy; cu_valid/cu_ready/cu_insn, cu_busy
-        Issue to the units.
+    dma : Out(IssueSignature(dma_insn_layout()))
+        LOAD/STORE issue to the DMA.
+    cu : Out(IssueSignature(compute_insn_layout(cfg)))
+        COMPUTE issue (fields and the layer registers) to the compute unit.
     cu_error : In(1), cu_clear : Out(1)
         The compute unit's error (an out-of-range codebook index) stops the run with
         ``error``; ``cu_clear`` pulses when a run starts (clears it).
@@ -103,14 +107,11 @@ class Controller(wiring.Component):
         self._ipw = max(1, b // 16)              # instructions per word
         self._depth = cfg.mem_latency + 2 * self._wpi + 1
         super().__init__({
-            "start": In(1), "busy": Out(1), "done": Out(1), "error": Out(1),
-            "cycles": Out(48), "mark_valid": Out(1), "mark_id": Out(16),
-            "f_cmd_valid": Out(1), "f_cmd_ready": In(1), "f_cmd_addr": Out(28),
-            "f_rsp_valid": In(1), "f_rsp_data": In(8 * b),
-            "dma_valid": Out(1), "dma_ready": In(1), "dma_insn": Out(dma_insn_layout()),
-            "dma_busy": In(1),
-            "cu_valid": Out(1), "cu_ready": In(1), "cu_insn": Out(compute_insn_layout(cfg)),
-            "cu_busy": In(1), "cu_error": In(1), "cu_clear": Out(1),
+            **ControlSignature().members,
+            "mem": Out(MemPortSignature(data_bits=8 * b, writes=False)),
+            "dma": Out(IssueSignature(dma_insn_layout())),
+            "cu": Out(IssueSignature(compute_insn_layout(cfg))),
+            "cu_error": In(1), "cu_clear": Out(1),
         })
 
     @property
@@ -129,11 +130,11 @@ class Controller(wiring.Component):
                                               ram_style="block" if is_ice40(platform) else None)
         credits = Signal(range(self._depth + 1), init=self._depth)
         f_addr = Signal(28)
-        m.d.comb += [self.f_cmd_valid.eq(running & (credits != 0)),
-                     self.f_cmd_addr.eq(f_addr),
-                     words.w_en.eq(self.f_rsp_valid), words.w_data.eq(self.f_rsp_data)]
+        m.d.comb += [self.mem.cmd_valid.eq(running & (credits != 0)),
+                     self.mem.cmd_addr.eq(f_addr),
+                     words.w_en.eq(self.mem.rsp_valid), words.w_data.eq(self.mem.rsp_data)]
         f_acc = Signal()
-        m.d.comb += f_acc.eq(self.f_cmd_valid & self.f_cmd_ready)
+        m.d.comb += f_acc.eq(self.mem.cmd_valid & self.mem.cmd_ready)
         with m.If(f_acc):
             m.d.sync += f_addr.eq(f_addr + 1)
         pop = Signal()
@@ -190,16 +191,17 @@ class Controller(wiring.Component):
         # ``cu_insn`` field, shiftbook.fields); SET drops the rest, and the
         # compiler never emits a value that would lose bits there.
         regs = {}
+        cu_insn, dma_insn = self.cu.insn.payload, self.dma.insn.payload
         for reg in Reg:
             key = f"reg_{reg.name.lower()}"
-            regs[reg] = Signal(len(getattr(self.cu_insn, key)), name=key)
-            m.d.comb += getattr(self.cu_insn, key).eq(regs[reg])
+            regs[reg] = Signal(len(getattr(cu_insn, key)), name=key)
+            m.d.comb += getattr(cu_insn, key).eq(regs[reg])
         for name in FIELDS[Opcode.COMPUTE]:
-            m.d.comb += getattr(self.cu_insn, name).eq(field_slice(ir, Opcode.COMPUTE, name))
+            m.d.comb += getattr(cu_insn, name).eq(field_slice(ir, Opcode.COMPUTE, name))
         for name in FIELDS[Opcode.LOAD]:
-            m.d.comb += getattr(self.dma_insn, name).eq(field_slice(ir, Opcode.LOAD, name))
+            m.d.comb += getattr(dma_insn, name).eq(field_slice(ir, Opcode.LOAD, name))
         op = ir[:4]
-        m.d.comb += self.dma_insn.store.eq(op == Opcode.STORE)
+        m.d.comb += dma_insn.store.eq(op == Opcode.STORE)
 
         # ---------------------------------------------------------------- execute
         cycles = Signal(48)
@@ -241,23 +243,23 @@ class Controller(wiring.Component):
                     with m.If((buf == Buf.OUT) | (buf > Buf.CB)):
                         m.d.comb += stop_error.eq(1)
                     with m.Else():
-                        m.d.comb += [self.dma_valid.eq(1), consume.eq(self.dma_ready)]
+                        m.d.comb += [self.dma.insn.valid.eq(1), consume.eq(self.dma.insn.ready)]
                 with m.Case(Opcode.STORE):
                     with m.If(buf != Buf.OUT):
                         m.d.comb += stop_error.eq(1)
                     with m.Else():
-                        m.d.comb += [self.dma_valid.eq(1), consume.eq(self.dma_ready)]
+                        m.d.comb += [self.dma.insn.valid.eq(1), consume.eq(self.dma.insn.ready)]
                 with m.Case(Opcode.COMPUTE):
-                    m.d.comb += [self.cu_valid.eq(1), consume.eq(self.cu_ready)]
+                    m.d.comb += [self.cu.insn.valid.eq(1), consume.eq(self.cu.insn.ready)]
                 with m.Case(Opcode.SYNC):
-                    m.d.comb += consume.eq(~(mask[0] & self.dma_busy) &
-                                           ~(mask[1] & self.cu_busy))
+                    m.d.comb += consume.eq(~(mask[0] & self.dma.busy) &
+                                           ~(mask[1] & self.cu.busy))
                 with m.Case(Opcode.MARK):
                     m.d.comb += consume.eq(1)
                     m.d.sync += [self.mark_valid.eq(1),
                                  self.mark_id.eq(field_slice(ir, Opcode.MARK, "id"))]
                 with m.Case(Opcode.END):
-                    with m.If(~self.dma_busy & ~self.cu_busy):
+                    with m.If(~self.dma.busy & ~self.cu.busy):
                         m.d.sync += [running.eq(0), self.done.eq(1)]
                 with m.Default():
                     m.d.comb += stop_error.eq(1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -11,6 +11,7 @@ from shiftbook.config import CoreConfig
 from shiftbook.isa import Buf
 
 from .layouts import dma_insn_layout
+from .ports import BufferPortSignature, IssueSignature, MemPortSignature
 
 __all__ = ["DMA"]
 
@@ -39,21 +40,17 @@ class DMA(wiring.Component):
 
     Members
     -------
-    insn_valid : In(1), insn_ready : Out(1), insn : In(dma_insn_layout())
-        LOAD/STORE issue.
-    busy : Out(1)
-        Walking, reads in flight, or a store word pending (SYNC bit 0).
-    cmd_valid, cmd_ready, cmd_addr, cmd_we, cmd_wdata, rsp_valid, rsp_data
+    issue : In(IssueSignature(dma_insn_layout()))
+        LOAD/STORE issue; ``issue.busy``: walking, reads in flight, or a store word pending
+        (SYNC bit 0).
+    mem : Out(MemPortSignature(data_bits=8*bus_bytes))
         The memory requester port (this unit's share of the core's port).
-    wr_en, wr_buf, wr_addr, wr_data : Out
-        Buffer writes of load responses (``wr_buf`` as ``shiftbook.isa.Buf``).
-    out_r_en, out_r_addr : Out, out_r_data : In
-        OUT reads for stores (latency 1, data held while ``out_r_en`` is low).
+    buf : Out(BufferPortSignature(...))
+        Buffer writes of load responses (``wr_*``, ``wr_buf`` as ``shiftbook.isa.Buf``), OUT
+        reads for stores (``out_r_*``, latency 1, data held while ``out_r_en`` is low) and the
+        decoder's codebook write port (``cb_*``: row, ``max_d`` codes, one enable bit per code).
     cb_d, cb_k : In(32)
         The ``CB_D`` and ``CB_K`` layer registers (latched when a LOAD CB is accepted).
-    cb_addr, cb_data, cb_en : Out
-        The decoder's codebook write port (``hw.decoder``): row, ``max_d`` codes, one enable
-        bit per code.
     """
 
     def __init__(self, cfg: CoreConfig):
@@ -62,16 +59,11 @@ class DMA(wiring.Component):
         b = cfg.bus_bytes
         self._ib = cfg.index_bits_max
         super().__init__({
-            "insn_valid": In(1), "insn_ready": Out(1), "insn": In(dma_insn_layout()),
-            "busy": Out(1),
-            "cmd_valid": Out(1), "cmd_ready": In(1), "cmd_addr": Out(28), "cmd_we": Out(1),
-            "cmd_wdata": Out(8 * b), "rsp_valid": In(1), "rsp_data": In(8 * b),
-            "wr_en": Out(1), "wr_buf": Out(2), "wr_addr": Out(22), "wr_data": Out(8 * b),
-            "out_r_en": Out(1), "out_r_addr": Out(22), "out_r_data": In(8 * b),
+            "issue": In(IssueSignature(dma_insn_layout())),
+            "mem": Out(MemPortSignature(data_bits=8 * b)),
+            "buf": Out(BufferPortSignature(data_bits=8 * b, cb_addr_bits=self._ib,
+                                           code_bits=cfg.code_bits, max_d=cfg.max_d)),
             "cb_d": In(32), "cb_k": In(32),
-            "cb_addr": Out(self._ib),
-            "cb_data": Out(data.ArrayLayout(unsigned(cfg.code_bits), cfg.max_d)),
-            "cb_en": Out(cfg.max_d),
         })
 
     @property
@@ -82,6 +74,7 @@ class DMA(wiring.Component):
         m = Module()
         cfg = self._cfg
         B = cfg.bus_bytes
+        mem, bp = self.mem, self.buf
         fifo = m.submodules.inflight = SyncFIFO(width=3 + 22, depth=self._depth)
         # LOAD CB: response words wait here for the codebook writer (one code per cycle).
         cbq = m.submodules.cb_words = SyncFIFO(width=8 * B, depth=self._depth)
@@ -101,13 +94,13 @@ class DMA(wiring.Component):
         s1_valid = Signal()
         s1_addr = Signal(28)
 
-        ins = self.insn
+        ins = self.issue.insn.payload
         cb_dd = Signal(range(1, cfg.max_d + 1))   # CB_D (out of range: max_d, as the decoder)
         cb_k = Signal(self._ib + 1)
         cb_row = Signal(self._ib + 1)
         cb_col = Signal(range(cfg.max_d))
-        m.d.comb += self.insn_ready.eq(~active & ~cb_busy)
-        with m.If(self.insn_valid & ~active & ~cb_busy):
+        m.d.comb += self.issue.insn.ready.eq(~active & ~cb_busy)
+        with m.If(self.issue.insn.valid & ~active & ~cb_busy):
             m.d.sync += [active.eq((ins.words != 0) & (ins.runs != 0)), store.eq(ins.store),
                          cb.eq(ins.buf == Buf.CB), cb_row.eq(0), cb_col.eq(0),
                          cb_dd.eq(Mux((self.cb_d == 0) | (self.cb_d > cfg.max_d), cfg.max_d,
@@ -139,10 +132,10 @@ class DMA(wiring.Component):
 
         # Store pipeline: S0 reads OUT, S1 presents the write.
         accept = Signal()
-        m.d.comb += accept.eq(self.cmd_valid & self.cmd_ready)
+        m.d.comb += accept.eq(mem.cmd_valid & mem.cmd_ready)
         adv = Signal()
         m.d.comb += adv.eq(walk & store & (~s1_valid | accept))
-        m.d.comb += [self.out_r_en.eq(adv), self.out_r_addr.eq(buf_cur)]
+        m.d.comb += [bp.out_r_en.eq(adv), bp.out_r_addr.eq(buf_cur)]
         with m.If(adv):
             m.d.sync += [s1_valid.eq(1), s1_addr.eq(ext_cur)]
         with m.Elif(accept & s1_valid):
@@ -150,23 +143,23 @@ class DMA(wiring.Component):
 
         # Command mux: a pending store word first, else a load read.
         with m.If(s1_valid):
-            m.d.comb += [self.cmd_valid.eq(1), self.cmd_we.eq(1), self.cmd_addr.eq(s1_addr),
-                         self.cmd_wdata.eq(self.out_r_data)]
+            m.d.comb += [mem.cmd_valid.eq(1), mem.cmd_we.eq(1), mem.cmd_addr.eq(s1_addr),
+                         mem.cmd_wdata.eq(bp.out_r_data)]
             m.d.comb += step.eq(adv)
         with m.Else():
-            m.d.comb += [self.cmd_valid.eq(walk & ~store & fifo.w_rdy &
+            m.d.comb += [mem.cmd_valid.eq(walk & ~store & fifo.w_rdy &
                                            (~cb | (cb_count != self._depth))),
-                         self.cmd_addr.eq(ext_cur)]
+                         mem.cmd_addr.eq(ext_cur)]
             m.d.comb += step.eq(adv | (accept & ~store))
-        m.d.comb += [fifo.w_en.eq(accept & ~self.cmd_we),
+        m.d.comb += [fifo.w_en.eq(accept & ~mem.cmd_we),
                      fifo.w_data.eq(buf | (cb << 2) | (buf_cur << 3))]
 
         # Load responses: buffer writes, or codebook words into the queue.
         rsp_cb = fifo.r_data[2]
-        m.d.comb += [fifo.r_en.eq(self.rsp_valid),
-                     self.wr_en.eq(self.rsp_valid & ~rsp_cb), self.wr_buf.eq(fifo.r_data[:2]),
-                     self.wr_addr.eq(fifo.r_data[3:]), self.wr_data.eq(self.rsp_data),
-                     cbq.w_en.eq(self.rsp_valid & rsp_cb), cbq.w_data.eq(self.rsp_data)]
+        m.d.comb += [fifo.r_en.eq(mem.rsp_valid),
+                     bp.wr_en.eq(mem.rsp_valid & ~rsp_cb), bp.wr_buf.eq(fifo.r_data[:2]),
+                     bp.wr_addr.eq(fifo.r_data[3:]), bp.wr_data.eq(mem.rsp_data),
+                     cbq.w_en.eq(mem.rsp_valid & rsp_cb), cbq.w_data.eq(mem.rsp_data)]
 
         # Codebook writer: each cycle one segment of the queue's head word, from byte `cb_byte`
         # to the end of the word or of the codeword, whichever comes first, goes to positions
@@ -190,10 +183,10 @@ class DMA(wiring.Component):
         m.d.comb += mask.eq(((Const(1, cfg.max_d + B + 1) << n) - 1) << cb_col)
         pop = Signal()
         m.d.comb += [pop.eq(cbq.r_rdy & (n == rem_w)), cbq.r_en.eq(pop),
-                     self.cb_addr.eq(cb_row), self.cb_data.eq(placed)]
+                     bp.cb_addr.eq(cb_row), bp.cb_data.eq(placed)]
         with m.If(cbq.r_rdy):
             with m.If(cb_row < cb_k):
-                m.d.comb += self.cb_en.eq(mask)
+                m.d.comb += bp.cb_en.eq(mask)
             with m.If(n == rem_r):
                 m.d.sync += [cb_col.eq(0), cb_row.eq(cb_row + 1)]
             with m.Else():
@@ -201,10 +194,10 @@ class DMA(wiring.Component):
             if B > 1:
                 m.d.sync += cb_byte.eq(Mux(pop, 0, cb_byte + n))
         cb_issue = Signal()
-        m.d.comb += cb_issue.eq(accept & ~self.cmd_we & cb & ~s1_valid)
+        m.d.comb += cb_issue.eq(accept & ~mem.cmd_we & cb & ~s1_valid)
         m.d.sync += cb_count.eq(cb_count + cb_issue - pop)
 
-        m.d.comb += self.busy.eq(active | s1_valid | fifo.r_rdy | cb_busy)
+        m.d.comb += self.issue.busy.eq(active | s1_valid | fifo.r_rdy | cb_busy)
         return m
 
 

@@ -13,9 +13,9 @@ CFG = dataclasses.replace(PRESETS["tiny"], mem_latency=6, mem_words=1024)
 
 
 def _issue(ctx, dut, **f):
-    ctx.set(dut.insn_valid, 1)
+    ctx.set(dut.issue.insn.valid, 1)
     for k, v in f.items():
-        ctx.set(getattr(dut.insn, k), v)
+        ctx.set(getattr(dut.issue.insn.payload, k), v)
 
 
 def test_load_2d_streams_one_word_per_cycle():
@@ -30,17 +30,17 @@ def test_load_2d_streams_one_word_per_cycle():
         _issue(ctx, dut, store=0, buf=Buf.WGT, ext_addr=100, buf_addr=7, words=words,
                runs=runs, ext_stride=50, buf_stride=64)
         await ctx.tick()
-        ctx.set(dut.insn_valid, 0)
+        ctx.set(dut.issue.insn.valid, 0)
         for cyc in range(1000):
             _, _, en, buf, addr, data, busy = await ctx.tick().sample(
-                dut.wr_en, dut.wr_buf, dut.wr_addr, dut.wr_data, dut.busy)
+                dut.buf.wr_en, dut.buf.wr_buf, dut.buf.wr_addr, dut.buf.wr_data, dut.issue.busy)
             if en:
                 writes.append((buf, addr, data))
             if not busy and cyc > 2:
                 t["cycles"] = cyc
                 break
 
-    run_sim(dut, tb, processes=[mem.process(dut)])
+    run_sim(dut, tb, processes=[mem.process(dut.mem)])
     want = [(Buf.WGT, 7 + r * 64 + w, 100 + r * 50 + w) for r in range(runs)
             for w in range(words)]
     assert writes == want, (writes, want)
@@ -57,9 +57,9 @@ def test_store_with_backpressure():
 
     async def out_buffer(ctx):
         # OUT's word read port: data one cycle after r_en, held otherwise
-        async for _, _, en, addr in ctx.tick().sample(dut.out_r_en, dut.out_r_addr):
+        async for _, _, en, addr in ctx.tick().sample(dut.buf.out_r_en, dut.buf.out_r_addr):
             if en:
-                ctx.set(dut.out_r_data, out_words[addr])
+                ctx.set(dut.buf.out_r_data, out_words[addr])
 
     async def tb(ctx):
         # a zero-size instruction is a no-op, then the real store
@@ -69,14 +69,14 @@ def test_store_with_backpressure():
         _issue(ctx, dut, store=1, buf=Buf.OUT, ext_addr=300, buf_addr=20, words=9, runs=4,
                ext_stride=16, buf_stride=256)
         await ctx.tick()
-        ctx.set(dut.insn_valid, 0)
+        ctx.set(dut.issue.insn.valid, 0)
         for _ in range(400):
             await ctx.tick()
-            if not ctx.get(dut.busy):
+            if not ctx.get(dut.issue.busy):
                 break
-        assert not ctx.get(dut.busy)
+        assert not ctx.get(dut.issue.busy)
 
-    run_sim(dut, tb, processes=[mem.process(dut), out_buffer])
+    run_sim(dut, tb, processes=[mem.process(dut.mem), out_buffer])
     assert mem.writes == 36
     for r in range(4):
         for w in range(9):
@@ -91,22 +91,22 @@ def test_store_streams_one_word_per_cycle():
     t = {}
 
     async def out_buffer(ctx):
-        async for _, _, en, addr in ctx.tick().sample(dut.out_r_en, dut.out_r_addr):
+        async for _, _, en, addr in ctx.tick().sample(dut.buf.out_r_en, dut.buf.out_r_addr):
             if en:
-                ctx.set(dut.out_r_data, addr * 3 + 1)
+                ctx.set(dut.buf.out_r_data, addr * 3 + 1)
 
     async def tb(ctx):
         _issue(ctx, dut, store=1, buf=Buf.OUT, ext_addr=500, buf_addr=0, words=64, runs=2,
                ext_stride=100, buf_stride=256)
         await ctx.tick()
-        ctx.set(dut.insn_valid, 0)
+        ctx.set(dut.issue.insn.valid, 0)
         for cyc in range(400):
             await ctx.tick()
-            if not ctx.get(dut.busy):
+            if not ctx.get(dut.issue.busy):
                 t["cycles"] = cyc
                 break
 
-    run_sim(dut, tb, processes=[mem.process(dut), out_buffer])
+    run_sim(dut, tb, processes=[mem.process(dut.mem), out_buffer])
     assert mem.writes == 128
     assert t["cycles"] <= 128 + 3, t
     assert mem.word(500 + 100 + 63) == (256 + 63) * 3 + 1
