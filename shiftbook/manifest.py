@@ -368,8 +368,8 @@ def parse_manifest(m: Any) -> Manifest:
         raise ManifestError("the manifest is not a JSON object")
     allowed = {"format", "version", "config", "config_hash", "program", "memory", "ir",
                "inputs", "outputs", "tensors", "layers", "ideal_cycles", "manifest_sha256"}
-    _check_keys(m, allowed, "the manifest")
-    where = "the manifest"
+    where = "top level"
+    _check_keys(m, allowed, where)
     cfg = _get(m, "config", where)
     if not isinstance(cfg, Mapping):
         raise ManifestError(f"the manifest's config is {cfg!r}, not an object")

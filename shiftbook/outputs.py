@@ -23,7 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["MARKER", "OutputError", "output_kind", "check_output_dir", "publish_dir"]
+__all__ = ["MARKER", "OutputError", "output_kind", "check_output_dir", "publish_dir",
+           "write_text_atomic"]
 
 MARKER = ".shiftbook-output"
 _LEGACY_BUNDLE_FORMAT = "shiftbook-bundle"
@@ -109,3 +110,20 @@ def publish_dir(tmp: Path, path: Path, kind: str, *, force: bool = False) -> Non
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it renamed into place (the
+    path never holds half a file; permissions as a plain write under the umask)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

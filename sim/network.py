@@ -8,8 +8,8 @@ on the bundle's IR) through :func:`shiftbook.sim.compare.compare_tensors`.
 Levels:
 
 ``golden``
-    The IR run by a second executor (``sw/frontend.run_network``: batched float64 convolution
-    of integers) against ``sw/reference.run_graph``; cycles are the estimator's.
+    The IR run by the golden executor as a batch of one (``sw/reference.run_graph`` on
+    ``(1, C, H, W)``) against its single-image run; cycles are the estimator's.
 ``functional``
     ``sim/functional.run_program`` on the memory image; per-layer cycles from
     ``sw/estimate/cycles.estimate`` (the functional simulator's own total is reported too).
@@ -77,10 +77,19 @@ def load_input(path: str | Path, shape: tuple[int, ...], frac: int) -> np.ndarra
         a = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise SimulateError(f"cannot read {p} as a .npy array: {e}") from None
+    return check_input(a, shape, frac, what=f"input {p}")
+
+
+def check_input(a: np.ndarray, shape: tuple[int, ...], frac: int, *,
+                what: str = "input") -> np.ndarray:
+    """``a`` as the int8 values of an input tensor of ``shape`` (rules of
+    :func:`load_input`): a leading batch axis of 1 dropped, real values quantized with
+    ``frac``, non-finite or out-of-range values refused."""
+    a = np.asarray(a)
     if a.ndim == len(shape) + 1 and a.shape[0] == 1:
         a = a[0]
     if tuple(a.shape) != tuple(shape):
-        raise SimulateError(f"input {p} has shape {tuple(a.shape)}, the bundle's input is "
+        raise SimulateError(f"{what} has shape {tuple(a.shape)}, the bundle's input is "
                             f"{tuple(shape)}")
     if np.issubdtype(a.dtype, np.floating):
         from shiftbook.sw.frontend import quantize_input
@@ -88,16 +97,16 @@ def load_input(path: str | Path, shape: tuple[int, ...], frac: int) -> np.ndarra
         bad = ~np.isfinite(a)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise SimulateError(f"input {p} has {int(bad.sum())} non-finite value(s) (NaN or "
+            raise SimulateError(f"{what} has {int(bad.sum())} non-finite value(s) (NaN or "
                                 f"inf), the first {a[first]} at index {first}; give finite "
                                 f"values")
 
         return np.asarray(quantize_input(a[None], frac)[0], dtype=np.int64)
     if not np.issubdtype(a.dtype, np.integer):
-        raise SimulateError(f"input {p} has dtype {a.dtype}, not an integer or float array")
+        raise SimulateError(f"{what} has dtype {a.dtype}, not an integer or float array")
     a = a.astype(np.int64)
     if a.size and (a.min() < nx.ACT_MIN or a.max() > nx.ACT_MAX):
-        raise SimulateError(f"input {p} has values in [{a.min()}, {a.max()}], outside int8 "
+        raise SimulateError(f"{what} has values in [{a.min()}, {a.max()}], outside int8 "
                             f"(give float values to have them quantized)")
     return a
 
@@ -161,9 +170,7 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     extra: dict[str, Any] = {}
     layer_cycles: dict[int, int]
     if level == "golden":
-        from shiftbook.sw.frontend import run_network
-
-        got = run_network(graph, {in_name: x})
+        got = {k: v[0] for k, v in run_graph(graph, {in_name: x[None]}).items()}
         cycles, source = est.total, "estimate"
         layer_cycles = dict(est_by_mark)
     elif level == "functional":

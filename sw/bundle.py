@@ -245,6 +245,13 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
             raise BundleError(f"bundle {path}: tensor {p.name!r} [{p.addr}, "
                               f"{p.addr + p.nbytes}) lies beyond the memory image "
                               f"({len(memory)} bytes)")
+    for lay in typed.layers:
+        for what, addr, n in (("weights", lay.weight_addr, lay.weight_bytes),
+                              ("biases", lay.bias_addr, lay.bias_bytes)):
+            if addr + n > len(memory):
+                raise BundleError(f"bundle {path}: layer {lay.index} ({lay.name!r}): its "
+                                  f"{what} [{addr}, {addr + n}) lie beyond the memory image "
+                                  f"({len(memory)} bytes)")
     bundle = Bundle(path, typed, cfg, memory)
     _check_weight_formats(bundle, insns)
     return bundle

@@ -10,7 +10,10 @@ import (module level or inside a function, relative ones resolved) is checked ag
 - sw/: the kernel and sw; never amaranth, shiftbook.hw / .sim / .boards / .commands / .cli /
   .demo;
 - nothing but shiftbook/cli.py (and the command modules themselves) imports
-  shiftbook.commands, bench/ included; ``ALLOWED`` lists the known exceptions.
+  shiftbook.commands, bench/ included; ``ALLOWED`` lists the known exceptions;
+- ``shiftbook.flow`` (the library API, which calls sw, sim, boards and hw) is the top layer
+  under the CLI: the kernel, hw/, sw/, sim/ and boards/ never import it (commands, the demo,
+  bench/ and users do).
 
 A violation is reported as ``file:line imports X (rule)``.
 """
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"shiftbook": "shiftbook", "hw": "shiftbook.hw", "sw": "shiftbook.sw",
            "sim": "shiftbook.sim", "boards": "shiftbook.boards", "bench": None}
 
-KERNEL_EXCLUDED = {"cli", "demo", "__main__"}
+KERNEL_EXCLUDED = {"cli", "demo", "__main__", "flow"}
 
 # Known violations that cannot be fixed from the files this change may touch; each one is
 # (file relative to the repository root, imported module) and says why. Keep this list short:
@@ -99,11 +102,14 @@ def _kind(rel: Path) -> str:
 _FORBIDDEN = {
     "kernel": ["torch", "amaranth", "shiftbook.hw", "shiftbook.sw", "shiftbook.sim",
                "shiftbook.boards", "shiftbook.commands", "shiftbook.cli", "shiftbook.demo",
-               "shiftbook.__main__"],
+               "shiftbook.__main__", "shiftbook.flow"],
     "hw": ["torch", "shiftbook.sw", "shiftbook.sim", "shiftbook.boards", "shiftbook.commands",
-           "shiftbook.cli", "shiftbook.demo", "shiftbook.__main__"],
+           "shiftbook.cli", "shiftbook.demo", "shiftbook.__main__", "shiftbook.flow"],
     "sw": ["amaranth", "shiftbook.hw", "shiftbook.sim", "shiftbook.boards",
-           "shiftbook.commands", "shiftbook.cli", "shiftbook.demo", "shiftbook.__main__"],
+           "shiftbook.commands", "shiftbook.cli", "shiftbook.demo", "shiftbook.__main__",
+           "shiftbook.flow"],
+    "sim": ["shiftbook.flow", "shiftbook.cli", "shiftbook.demo"],
+    "boards": ["shiftbook.flow", "shiftbook.cli", "shiftbook.demo"],
 }
 
 # Outside packages allowed besides the standard library.
@@ -194,6 +200,12 @@ def test_checker_catches_synthetic_violations() -> None:
     assert names("from . import commands\n", "shiftbook/timing.py") == ["shiftbook.commands"]
     assert names("from .hw import pe\n", "shiftbook/placement.py")
     assert names("import numpy\nfrom shiftbook import isa\n", "shiftbook/config.py") == []
+    # the library API is the top layer: nothing below it imports it
+    assert names("from shiftbook import flow\n", "sim/network.py") == ["shiftbook.flow"]
+    assert names("import shiftbook.flow\n", "sw/bundle.py") == ["shiftbook.flow"]
+    assert names("from shiftbook.flow import run\n", "boards/build.py")[0] == "shiftbook.flow"
+    assert names("from shiftbook import flow\n", "bench/bench_energy.py") == []
+    assert names("from shiftbook import flow\n", "shiftbook/commands/compile.py") == []
     # hw: no torch, no sw (relative import resolved from a module and from a package)
     assert names("import torch.nn\n", "hw/pe.py") == ["torch.nn"]
     assert names("from ..sw.bundle import load_bundle\n", "hw/core.py")[0] \

@@ -26,15 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shiftbook.boards.build import board_verilog, build
+    from shiftbook import flow
 
     if args.verilog_only:
-        for f in board_verilog(args.board, args.output, config=args.config):
+        for f in flow.verilog(args.output, board=args.board, config=args.config):
             print(f)
         return 0
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
-    rep = build(args.board, args.output, config=args.config,
-                allow_timing_fail=args.allow_timing_fail, log=log)
+    rep = flow.build(args.board, args.output, config=args.config,
+                     allow_timing_fail=args.allow_timing_fail, progress=log)
     if args.json:
         print(rep.to_json(), end="")
     else:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shiftbook import flow
 from shiftbook.commands import add_force_argument
 from shiftbook.manifest import LayerMeta
 from shiftbook.outputs import check_output_dir
@@ -78,14 +79,15 @@ def summary(low: Any, prog: Any) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shiftbook.sw.bundle import write_bundle
     from shiftbook.sw.frontend.adaptation import adaptation_lines
 
     check_output_dir(args.output, "bundle", force=args.force)     # before any work
     if args.max_adapt_error is not None and not args.max_adapt_error >= 0:
         raise CompileError(f"--max-adapt-error must be >= 0, not {args.max_adapt_error}")
-    low, prog, cfg, info = compile_model(args)
-    out = write_bundle(prog, low.graph, args.output, force=args.force)
+    c = flow.compile(args.model, config=args.config, calib=args.calib, weights=args.weights,
+                     seed=args.seed, max_adapt_error=args.max_adapt_error, output=args.output,
+                     force=args.force)
+    low, prog, cfg, info, out = c.lowered, c.program, c.config, c.info, c.bundle
     rows = summary(low, prog)
     rec = {**info, "bundle": str(Path(out).resolve()), "config": cfg.name,
            "config_hash": cfg.hash, "instructions": len(prog.insns),

@@ -37,13 +37,10 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False, stall_pc
     """Everything `shiftbook estimate` prints, as one JSON-able record
     (:func:`shiftbook.sw.estimate.record.estimate_record`); with ``validate`` the bundle is
     also run in RTL (Verilator) and compared layer by layer."""
-    from shiftbook.sw.estimate import record
+    from shiftbook import flow
 
-    rtl_run = None
-    if validate:
-        from shiftbook.sim.rtl.runner import run_image as rtl_run
-    return record.estimate_record(bundle_path, stall_pct=stall_pct, stall_seed=stall_seed,
-                                  rtl_run=rtl_run)
+    return flow.estimate_record(bundle_path, validate=validate, stall_pct=stall_pct,
+                                stall_seed=stall_seed)
 
 
 def run(args: argparse.Namespace) -> int:

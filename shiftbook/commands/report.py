@@ -22,10 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shiftbook.sw.estimate.report import summary_text, write_report
+    from shiftbook import flow
+    from shiftbook.sw.estimate.report import summary_text
 
-    rec, comparison = write_report(args.bundle, args.output, args.energy_table,
-                                   force=args.force)
+    rep = flow.report(args.bundle, args.output, energy_table=args.energy_table,
+                      force=args.force)
+    rec, comparison = rep.record, rep.comparison
     print(summary_text(rec))
     print()
     print(comparison, end="")

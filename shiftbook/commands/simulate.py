@@ -33,13 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shiftbook import flow
     from shiftbook.sim.network import (
         LEVELS,
         SimulateError,
         dump_tensors,
         load_input,
         random_input,
-        simulate_bundle,
     )
     from shiftbook.sw.bundle import load_bundle
 
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
     def note(msg: str) -> None:
         print(f"[simulate] {msg}", file=sys.stderr, flush=True)
 
-    res = simulate_bundle(args.bundle, args.level, x=x,
-                          progress=None if args.json else note,
-                          rtl_progress=not args.json, timeout_cycles=args.timeout_cycles)
+    res = flow.run(bundle, args.level, input=x, progress=None if args.json else note,
+                   rtl_progress=not args.json, timeout_cycles=args.timeout_cycles)
     rec = res.record
     rec["input_source"] = ("file" if args.input is not None else
                            "seed" if args.seed is not None else "bundle")

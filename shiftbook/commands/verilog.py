@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 NAME = "verilog"
@@ -21,30 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory (created if missing)")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
+    from shiftbook import flow
     from shiftbook.config import load_config
 
     out = Path(args.output)
     if args.board:
-        try:
-            from shiftbook.boards.build import board_verilog  # the boards' flow
-        except ImportError as e:
-            raise RuntimeError(f"board targets are not available ({e})") from None
-        board_verilog(args.board, out, config=args.config)
+        flow.verilog(out, board=args.board, config=args.config)
         print(f"wrote board {args.board} Verilog to {out}")
         return 0
     cfg = load_config(args.config)
@@ -57,12 +39,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{e.strerror or e}") from None
     if not os.access(out, os.W_OK):
         raise PermissionError(f"output directory {str(out)!r} is not writable")
-
-    from shiftbook.hw.verilog import generate_verilog
-
-    text = generate_verilog(cfg)
-    _atomic_write(out / "shiftbook_core.v", text)
-    _atomic_write(out / "config.json", cfg.to_json())
-    print(f"wrote {out / 'shiftbook_core.v'} ({len(text.splitlines())} lines, "
-          f"{cfg.rows}x{cfg.cols} {cfg.pe} PEs, config {cfg.name} {cfg.hash})")
+    core_v, _ = flow.verilog(out, config=cfg)
+    lines = len(core_v.read_text().splitlines())
+    print(f"wrote {core_v} ({lines} lines, {cfg.rows}x{cfg.cols} {cfg.pe} PEs, config "
+          f"{cfg.name} {cfg.hash})")
     return 0
