@@ -2,7 +2,7 @@
 
 ResNet-8 (one input channel) trained briefly on scikit-learn's digits (sw/data, sw/train; the
 checkpoint is cached in build/bench/), then two integer versions, each run with the golden
-integer executor (sw/frontend run_network) on the 360 test images:
+integer executor (sw/reference run_graph) on the 360 test images:
 
 1. post-training: the float model lowered by the frontend's default method (BN folded, shift
    weights by GPTQ-style rounding + bias correction, power-of-two activation scales calibrated

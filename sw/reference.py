@@ -1,8 +1,11 @@
 """Golden reference (L0): the integer IR executed with torch ops.
 
-``run_graph`` decodes shift codes with ``sw/numerics``, convolves in float64 (exact: every
-partial sum is an integer far below 2**53, because the compiler proves it fits the accumulator)
-and requantizes with ``numerics.requantize``. It returns every tensor of the graph.
+``run_graph`` is the one golden integer executor (the compiler's tests, the simulators'
+comparisons and the frontend's calibration all call it). It runs one image ``(C, H, W)`` or a
+batch ``(N, C, H, W)``: it decodes shift codes with ``shiftbook/numerics``, convolves in float64
+(exact: every partial sum is an integer far below 2**53, because the compiler proves it fits
+the accumulator) and requantizes with ``numerics.requantize``. It returns every tensor of the
+graph.
 
 Also here: ``quantize_conv`` (float weights of ONE layer -> IR op with calibrated scales) and
 ``random_layer`` (seeded random layers for the CLI and the tests, including extreme cases).
@@ -18,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from shiftbook import numerics as nx
-from shiftbook import weights as wfm
 from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, MaxPool2d, SumPool2d, TensorSpec
-from shiftbook.weights import CodebookWeights
+from shiftbook.weights import CodebookWeights, WeightFormatError, as_4d, to_blocks
 
 __all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
            "float_conv", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",
@@ -34,47 +36,78 @@ WEIGHT_FORMATS = ("shift", "kmeans", "pq")
 
 
 def conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
-    """Accumulator values ``(O, OH, OW)`` (int64) of ``op`` on int input ``x`` ``(C, H, W)``."""
-    w = nx.decode_shift(op.weight, op.exp_bits)
-    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))[None]
+    """Accumulator values (int64) of ``op`` on int input ``x``: ``(O, OH, OW)`` for one image
+    ``(C, H, W)``, ``(N, O, OH, OW)`` for a batch ``(N, C, H, W)``.
+
+    A float64 convolution of integers: exact, because every partial sum is an integer below
+    2**52 (checked; the compiler proves the sums fit the accumulator, far below that).
+    """
+    xa = np.asarray(x, dtype=np.float64)
+    single = xa.ndim == 3
+    xt = torch.from_numpy(xa[None] if single else xa)
     t, left, b, r = op.padding
     xt = F.pad(xt, (left, r, t, b))
-    wt = torch.from_numpy(np.asarray(w, dtype=np.float64))
-    y = F.conv2d(xt, wt, stride=op.stride)[0].numpy()
-    assert np.all(np.abs(y) < 2.0**52), "accumulator beyond exact float64 range"
-    return np.rint(y).astype(np.int64)
+    wt = torch.from_numpy(np.asarray(nx.decode_shift(op.weight, op.exp_bits), dtype=np.float64))
+    y = F.conv2d(xt, wt, stride=op.stride).numpy()
+    if not np.all(np.abs(y) < 2.0**52):
+        raise IRError(f"op {op.name!r}: accumulator beyond exact float64 range")
+    acc = np.rint(y).astype(np.int64)
+    return acc[0] if single else acc
 
 
 def _run_conv(op: Conv2d, env: dict[str, np.ndarray]) -> np.ndarray:
+    """Conv2d/Linear on batched ``env`` tensors: accumulate, then ``numerics.requantize``."""
     acc = conv_acc(env[op.input], op)
     res = env[op.residual] if op.residual else None
-    c = acc.shape[0]
-    return nx.requantize(acc, op.bias.reshape(c, 1, 1), op.shift.reshape(c, 1, 1),
-                         relu=op.relu, residual=res, res_shift=op.res_shift.reshape(c, 1, 1))
+    c = (1, acc.shape[1], 1, 1)
+    return nx.requantize(acc, op.bias.reshape(c), op.shift.reshape(c), relu=op.relu,
+                         residual=res, res_shift=op.res_shift.reshape(c))
 
 
-def run_graph(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Execute the graph; returns every tensor (inputs included) as int64 ``(C, H, W)``."""
+def _batched_inputs(graph: Graph, inputs: dict[str, np.ndarray]
+                    ) -> tuple[dict[str, np.ndarray], bool]:
+    """Graph inputs as int64 batches ``(N, C, H, W)``, checked; and whether they were single
+    images ``(C, H, W)``."""
     env: dict[str, np.ndarray] = {}
+    single: bool | None = None
     for name in graph.inputs:
         if name not in inputs:
             raise IRError(f"missing value for graph input {name!r}")
         a = np.asarray(inputs[name], dtype=np.int64)
         spec = graph.tensors[name]
-        if a.shape != spec.shape:
-            raise IRError(f"input {name!r} has shape {a.shape}, expected {spec.shape}")
+        one = a.shape == spec.shape
+        if not one and (a.ndim != 4 or a.shape[1:] != spec.shape):
+            raise IRError(f"input {name!r} has shape {a.shape}, expected {spec.shape} or "
+                          f"(N, *{spec.shape})")
+        if single is not None and single != one:
+            raise IRError("graph inputs mix single images and batches")
+        single = one
         if a.min(initial=0) < nx.ACT_MIN or a.max(initial=0) > nx.ACT_MAX:
             raise IRError(f"input {name!r} has values outside int8")
-        env[name] = a
+        env[name] = a[None] if one else a
+    return env, bool(single)
+
+
+def run_graph(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute the graph: the one golden integer executor.
+
+    ``inputs`` maps each graph input to int8 values ``(C, H, W)`` (one image) or
+    ``(N, C, H, W)`` (a batch; all inputs alike). Returns every tensor (inputs included),
+    int64, with the same leading shape. ``Conv2d``/``Linear`` run here (:func:`conv_acc`, then
+    ``numerics.requantize``); other op kinds (``MaxPool2d``, ``SumPool2d``) carry their golden
+    integer rule, ``run(*inputs) -> output`` on batched arrays.
+    """
+    env, single = _batched_inputs(graph, inputs)
     for op in graph.ops:
         if isinstance(op, Conv2d):
             env[op.output] = _run_conv(op, env)
         elif callable(getattr(op, "run", None)):
-            # Other op kinds (MaxPool2d, SumPool2d) carry their golden integer rule:
-            # ``run(*inputs) -> output``.
             env[op.output] = np.asarray(op.run(*(env[t] for t in op.inputs)), dtype=np.int64)
         else:
-            raise IRError(f"reference: op kind {op.kind!r} has no golden implementation")
+            raise IRError(f"reference: op kind {op.kind!r} ({op.name!r}) has no golden "
+                          f"implementation")
+    if single:
+        return {k: v[0] for k, v in env.items()}
     return env
 
 
@@ -176,9 +209,9 @@ def random_codebook(codes: np.ndarray, k: int, d: int, exp_bits: int,
     """A random codebook format for a layer of shift ``codes``: ``k`` codewords, each a block
     of ``d`` codes drawn at random from the layer's own blocks (so the code statistics and
     the accumulator range stay those of the layer), and uniformly random indices."""
-    blocks = wfm.to_blocks(codes, d, exp_bits).reshape(-1, d)
+    blocks = to_blocks(codes, d, exp_bits).reshape(-1, d)
     cb = blocks[rng.integers(0, blocks.shape[0], k)]
-    o, i, kh, kw = wfm.as_4d(codes.shape)
+    o, i, kh, kw = as_4d(codes.shape)
     nblocks = -(-(i * kh * kw) // d)
     idx = rng.integers(0, k, (o, nblocks))
     return CodebookWeights(tuple(codes.shape), k, d, exp_bits, cb, idx)
@@ -288,7 +321,7 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
         assert k is not None and d is not None
         try:
             fmt = random_codebook(conv.weight, k, d, exp_bits, rng)
-        except wfm.WeightFormatError as e:
+        except WeightFormatError as e:
             raise IRError(f"layer0: {e}") from None
         conv.with_codebook(fmt)
     g.add_op(conv)

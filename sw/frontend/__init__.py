@@ -4,7 +4,8 @@
 checkpoint, ``nn.Module``), walks its ``torch.export`` graph into a float network with batch
 norm folded (:mod:`.trace`), then quantizes it: shift-code weights, calibrated power-of-two
 activation scales, biases, shifts and accumulator proofs (:mod:`.quantize`). The result is a
-:class:`Lowered` holding the IR ``Graph`` (ops of ``sw/ir.py`` plus :mod:`.netops`).
+:class:`Lowered` holding the IR ``Graph`` (ops of ``sw/ir.py``; ``Lowered.run`` executes it
+with the golden executor ``sw/reference.run_graph``).
 
 An unsupported op or shape raises :class:`FrontendError` (one line naming the op, the graph
 node and the module path) before any quantization starts; nothing is ever written to disk.
@@ -17,16 +18,16 @@ from typing import Any
 import torch
 
 from shiftbook.config import CoreConfig
+from shiftbook.sw.ir import MaxPool2d, SumPool2d
 
 from .errors import FrontendError
 from .fold import fold_batchnorm
-from .netops import MaxPool2d, SumPool2d, run_network
 from .quantize import ROUNDINGS, WEIGHT_MODES, Lowered, act_frac, quantize_input, quantize_net
 from .source import ModelSource, export_module, load_source, save_pt2
 from .trace import FloatNet, trace_program
 
 __all__ = ["lower", "lower_source", "default_calibration", "FrontendError", "Lowered",
-           "FloatNet", "ModelSource", "MaxPool2d", "SumPool2d", "run_network", "act_frac",
+           "FloatNet", "ModelSource", "MaxPool2d", "SumPool2d", "act_frac",
            "quantize_input", "load_source", "export_module", "save_pt2", "trace_program",
            "WEIGHT_MODES", "ROUNDINGS", "DEFAULT_CALIB", "fold_batchnorm"]
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from shiftbook import numerics as nx
 from shiftbook.sw.ir import Conv2d
+from shiftbook.sw.reference import conv_acc
 
 from .errors import FrontendError
-from .netops import conv_acc_batch
 
 __all__ = ["AdaptationError", "DEFAULT_MAX_ADAPT_ERROR", "adaptation_lines",
            "check_adaptation", "measure_adaptation"]
@@ -49,7 +49,7 @@ def _real_out(x: np.ndarray, codes: np.ndarray, wf: np.ndarray, bias: np.ndarray
     o = codes.shape[0]
     probe = Conv2d("probe", "x", "y", weight=codes, exp_bits=exp_bits, stride=stride,
                    padding=padding)
-    acc = conv_acc_batch(x, probe) + np.asarray(bias, np.int64).reshape(1, o, 1, 1)
+    acc = conv_acc(x, probe) + np.asarray(bias, np.int64).reshape(1, o, 1, 1)
     return acc * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(1, o, 1, 1)
 
 

@@ -49,12 +49,12 @@ import torch.nn.functional as F
 
 from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
-from shiftbook.sw.ir import Conv2d, Graph, Linear, TensorSpec
+from shiftbook.sw.ir import Conv2d, Graph, Linear, MaxPool2d, SumPool2d, TensorSpec, window_view
+from shiftbook.sw.reference import conv_acc, run_graph
 from shiftbook.weights import CodebookWeights, WeightFormatError
 
 from .adaptation import measure_adaptation
 from .errors import FrontendError
-from .netops import MaxPool2d, SumPool2d, conv_acc_batch, run_network, window_view
 from .trace import FLayer, FloatNet
 
 __all__ = ["act_frac", "quantize_input", "quantize_net", "Lowered", "WEIGHT_MODES",
@@ -141,7 +141,7 @@ class Lowered:
 
     def run(self, x: Any) -> dict[str, np.ndarray]:
         """Every integer tensor for float images ``x`` ``(N, C, H, W)``."""
-        return run_network(self.graph, {self.input: self.quantize_input(x)})
+        return run_graph(self.graph, {self.input: self.quantize_input(x)})
 
     def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
         return np.asarray(q, dtype=np.float64) * 2.0 ** -self.graph.tensors[name].frac
@@ -382,7 +382,7 @@ class _Quantizer:
         o = codes.shape[0]
         probe = Conv2d(lay.name, lay.input, lay.output, weight=codes, exp_bits=self.eb,
                        stride=lay.stride, padding=lay.padding)
-        q = conv_acc_batch(x, probe) * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
+        q = conv_acc(x, probe) * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
             1, o, 1, 1)
         t, left, b, r = lay.padding
         xt = F.pad(torch.from_numpy(x * 2.0**-in_frac), (left, r, t, b))
@@ -454,7 +454,7 @@ class _Quantizer:
         # calibrate the output scale on the integer network
         x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
-        raw = conv_acc_batch(x, op)
+        raw = conv_acc(x, op)
         acc = raw + bias.reshape(1, o, 1, 1)
         if res is not None:
             acc = acc + nx.align_residual(res, res_shift.reshape(1, o, 1, 1))

@@ -21,7 +21,6 @@ from shiftbook.sw.frontend import (
     fold_batchnorm,
     lower,
     quantize_input,
-    run_network,
     save_pt2,
     trace_program,
 )
@@ -176,20 +175,20 @@ def test_integer_network_tracks_float_with_power_of_two_weights():
     np.testing.assert_allclose(w, low.net.layer("stem").weight, rtol=1e-6)
 
 
-def test_run_network_matches_reference_and_batches():
+def test_run_graph_batches_equal_single_images():
     m = tiny(4)
     low = lower(m, calib=calib(), input_shape=SHAPE)
     x = calib(3, seed=5)
     q = low.quantize_input(x)
-    batch = run_network(low.graph, {"x": q})
-    # the conv-only prefix runs in sw/reference too: same integers
+    batch = run_graph(low.graph, {"x": q})
+    # the conv-only prefix of the graph gives the same integers
     prefix = Graph(inputs=["x"], outputs=["block.conv2"])
     for name in ("x", "stem", "block.conv1", "block.conv2"):
         prefix.add_tensor(low.graph.tensors[name])
     for op in low.graph.ops[:3]:
         prefix.add_op(op)
     for i in range(len(x)):
-        one = run_network(low.graph, {"x": q[i]})
+        one = run_graph(low.graph, {"x": q[i]})
         ref = run_graph(prefix, {"x": q[i]})
         for name in low.graph.tensors:
             np.testing.assert_array_equal(one[name], batch[name][i])
@@ -217,7 +216,7 @@ def test_gptq_rounding_beats_independent_rounding():
         low = lower(m, calib=cal, input_shape=SHAPE, gptq=gptq, bias_correction=False)
         g = low.graph
         x = low.quantize_input(cal)
-        env = run_network(g, {"x": x})
+        env = run_graph(g, {"x": x})
         op = g.ops[1]                                   # block.conv1, on the stem's output
         xin = env[op.input] * 2.0 ** -g.tensors[op.input].frac
         acc_frac = g.tensors[op.input].frac + op.w_frac
@@ -348,7 +347,7 @@ def test_calibrated_fracs_follow_the_rule():
     low = lower(m, calib=cal, input_shape=SHAPE)
     g = low.graph
     assert g.tensors["x"].frac == act_frac(float(cal.abs().max()))
-    env = run_network(g, {"x": low.quantize_input(cal)})
+    env = run_graph(g, {"x": low.quantize_input(cal)})
     for op in g.ops:
         if not isinstance(op, Conv2d):
             continue
@@ -386,8 +385,8 @@ def test_pt2_round_trip_and_ir_save_load(tmp_path):
     back = Graph.load(tmp_path, "a")
     assert [op.kind for op in back.ops] == [op.kind for op in a.graph.ops]
     x = low_x = a.quantize_input(calib(2, seed=11))
-    np.testing.assert_array_equal(run_network(back, {"x": x})["fc"],
-                                  run_network(a.graph, {"x": low_x})["fc"])
+    np.testing.assert_array_equal(run_graph(back, {"x": x})["fc"],
+                                  run_graph(a.graph, {"x": low_x})["fc"])
     with pytest.raises(FrontendError, match="does not exist"):
         lower(tmp_path / "missing.pt2")
     # the core-aten (decomposed) graph of the same model lowers to the same IR

@@ -135,3 +135,31 @@ def test_other_op_kinds_run_through_their_run_method():
     g.outputs = ["z"]
     env = run_graph(g, layer.inputs)
     assert np.array_equal(env["z"], np.clip(-env["y"], -128, 127))
+
+
+def test_run_graph_batches_equal_single_images():
+    """One golden executor for one image ``(C, H, W)`` and a batch ``(N, C, H, W)``: every
+    tensor of the batch equals the single-image run; ``conv_acc`` likewise."""
+    layer = random_layer("conv", 4, 6, 3, 2, None, 9, seed=3, residual=False)
+    other = random_layer("conv", 4, 6, 3, 2, None, 9, seed=4).inputs["x"]
+    xs = np.stack([layer.inputs["x"], other])
+    batch = run_graph(layer.graph, {"x": xs})
+    for i in range(2):
+        one = run_graph(layer.graph, {"x": xs[i]})
+        assert one.keys() == batch.keys()
+        for name, v in one.items():
+            assert v.dtype == np.int64 and np.array_equal(batch[name][i], v)
+        assert np.array_equal(conv_acc(xs, layer.op)[i], conv_acc(xs[i], layer.op))
+
+
+@pytest.mark.parametrize("x, msg", [
+    (np.zeros((4, 9)), r"shape \(4, 9\), expected \(4, 9, 9\) or \(N, \*\(4, 9, 9\)\)"),
+    (np.zeros((2, 4, 9, 8)), "expected"),
+    (np.full((1, 4, 9, 9), 200), "outside int8"),
+])
+def test_run_graph_rejects_bad_inputs(x, msg):
+    layer = random_layer("conv", 4, 6, 3, 1, None, 9, seed=3)
+    with pytest.raises(IRError, match=msg):
+        run_graph(layer.graph, {"x": x})
+    with pytest.raises(IRError, match="missing value for graph input 'x'"):
+        run_graph(layer.graph, {})
