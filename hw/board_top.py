@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from shiftbook.config import CoreConfig
 
+from .ports import MemPortSignature, flat_port
 from .uart import UARTRx, UARTTx
 from .uart_link import LinkEngine
 
@@ -52,7 +53,8 @@ class BoardMemory(wiring.Component):
     Members
     -------
     cmd_valid, cmd_ready, cmd_addr, cmd_we, cmd_wdata, rsp_valid, rsp_data
-        The core's memory port (docs/isa.md "Core ports"), from the memory's side.
+        The core's memory port (docs/isa.md "Core ports"), from the memory's side: the
+        members of ``MemPortSignature(data_bits=8*bus_bytes).flip()`` (:attr:`mem_signature`).
         ``cmd_addr`` bits above the depth are ignored.
     host_addr, host_we, host_wdata, host_re, host_rdata
         The host link's port: it has priority (``cmd_ready`` is low while it is used);
@@ -75,8 +77,7 @@ class BoardMemory(wiring.Component):
         self._spram = spram
         W = 8 * bus_bytes
         super().__init__({
-            "cmd_valid": In(1), "cmd_ready": Out(1), "cmd_addr": In(28), "cmd_we": In(1),
-            "cmd_wdata": In(W), "rsp_valid": Out(1), "rsp_data": Out(W),
+            **self.mem_signature.members,
             "host_addr": In(range(depth)), "host_we": In(1), "host_wdata": In(W),
             "host_re": In(1), "host_rdata": Out(W),
         })
@@ -84,6 +85,11 @@ class BoardMemory(wiring.Component):
     @property
     def latency(self) -> int:
         return self._latency
+
+    @property
+    def mem_signature(self) -> wiring.Signature:
+        """The memory side of the core's port (``MemPortSignature`` flipped)."""
+        return MemPortSignature(data_bits=8 * self._bus_bytes).flip()
 
     @property
     def depth(self) -> int:
@@ -218,11 +224,10 @@ class BoardSystem(wiring.Component):
                                                 spram=self._spram)
         m.submodules.link = link = self.link_engine()
 
+        # (any core with the flat ports of docs/isa.md, e.g. a test's stand-in)
+        wiring.connect(m, flat_port(core, MemPortSignature(data_bits=8 * cfg.bus_bytes)),
+                       flat_port(mem, mem.mem_signature))
         m.d.comb += [
-            mem.cmd_valid.eq(core.cmd_valid), core.cmd_ready.eq(mem.cmd_ready),
-            mem.cmd_addr.eq(core.cmd_addr), mem.cmd_we.eq(core.cmd_we),
-            mem.cmd_wdata.eq(core.cmd_wdata),
-            core.rsp_valid.eq(mem.rsp_valid), core.rsp_data.eq(mem.rsp_data),
             mem.host_addr.eq(link.mem_addr), mem.host_we.eq(link.mem_we),
             mem.host_wdata.eq(link.mem_wdata), mem.host_re.eq(link.mem_re),
             link.mem_rdata.eq(mem.host_rdata),
