@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from shiftbook.sw.compress import CompressOptions, compress, model_size
-from shiftbook.sw.compress.hwcheck import int_accuracy, kept_codes, lower_compressed
+from shiftbook.sw.compress.int_check import int_accuracy, kept_codes, lower_compressed
 from shiftbook.sw.data import digits_loaders, load_digits
 from shiftbook.sw.models import build_model
 from shiftbook.sw.train import TrainConfig, evaluate, train

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from shiftbook.weights import CodebookWeights
 
 __all__ = [
-    "IRError", "TensorSpec", "Op", "Conv2d", "Linear", "MaxPool2d", "SumPool2d", "Graph",
+    "IRError", "TensorSpec", "Op", "Conv2d", "Linear", "PoolOp", "MaxPool2d", "SumPool2d", "Graph",
     "OP_TYPES", "register_op", "IR_VERSION", "pool_out_hw", "window_view",
 ]
 
@@ -362,8 +362,9 @@ def window_view(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 
 
 @dataclass
-class _Pool(Op):
-    """Shared members of the pooling ops: window, stride, padding (top, left, bottom, right)."""
+class PoolOp(Op):
+    """Base of the pooling ops (:class:`MaxPool2d`, :class:`SumPool2d`): window, stride and
+    padding (top, left, bottom, right), their checks and the output size."""
 
     SCALARS: ClassVar[tuple[str, ...]] = ("kernel", "stride", "padding")
 
@@ -408,7 +409,7 @@ class _Pool(Op):
 
 @register_op
 @dataclass
-class MaxPool2d(_Pool):
+class MaxPool2d(PoolOp):
     """Max pooling (ISA MODE MAX): per channel, the largest value over the window's valid
     positions; padding positions are skipped. Output scale = input scale (``frac`` equal).
 
@@ -433,7 +434,7 @@ class MaxPool2d(_Pool):
 
 @register_op
 @dataclass
-class SumPool2d(_Pool):
+class SumPool2d(PoolOp):
     """Sum pooling (ISA MODE SUM): per channel, the sum over the window's valid positions, then
     ``requantize(sum, bias=0, shift)``; output ``frac`` = input ``frac`` - ``shift``.
 

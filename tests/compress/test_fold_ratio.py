@@ -20,7 +20,7 @@ from shiftbook.sw.compress import (
     pq_plan,
     save_compressed,
 )
-from shiftbook.sw.compress.hwcheck import int_accuracy, kept_codes, lower_compressed
+from shiftbook.sw.compress.int_check import int_accuracy, kept_codes, lower_compressed
 from shiftbook.sw.compress.pq import _paper_plans
 from shiftbook.sw.compress.size import size_report
 

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from shiftbook import weights as wf
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import WFMT_CODEBOOK, WFMT_RAW, Buf, Insn, Opcode, Reg, encode_program
 from shiftbook.placement import unpack_tensor
@@ -18,6 +17,7 @@ from shiftbook.sw.bundle import BundleError, load_bundle, sign_manifest, write_b
 from shiftbook.sw.compiler import CompileError, compile_graph
 from shiftbook.sw.ir import Conv2d, Graph, IRError
 from shiftbook.sw.reference import random_layer, run_graph
+from shiftbook.weights import CodebookWeights, index_bits, index_rows_per_wgt_row
 
 
 def _cfg(name: str, **kw: int) -> CoreConfig:
@@ -70,7 +70,7 @@ def test_functional_matches_golden(case):
     lay = prog.layers[0]
     w = lay["weights"]
     assert w["wfmt"] == WFMT_CODEBOOK and (w["k"], w["d"]) == (fmt.k, fmt.d)
-    assert w["index_bits"] == wf.index_bits(k)
+    assert w["index_bits"] == index_bits(k)
     assert w["footprint"] == fmt.footprint().to_dict()
     assert w["codebook_bytes"] == fmt.k * fmt.d
     # Every chunk but the last holds whole blocks (codewords stay contiguous).
@@ -111,7 +111,7 @@ def test_program_shape():
     li = next(i for i, x in enumerate(ins) if x.op == Opcode.LOAD and x.args["buf"] == Buf.CB)
     assert ins[li - 1].op == Opcode.SYNC and ins[li - 1].args["mask"] & 2
     regs = {x.args["reg"]: x.args["value"] for x in ins[:li] if x.op == Opcode.SET}
-    per = wf.index_rows_per_wgt_row(cfg.cols, 6, cfg.wbuf_row_bytes)
+    per = index_rows_per_wgt_row(cfg.cols, 6, cfg.wbuf_row_bytes)
     assert (regs[Reg.WFMT], regs[Reg.CB_D], regs[Reg.CB_K], regs[Reg.IDX_BITS],
             regs[Reg.IDX_PER_ROW]) == (1, 18, 37, 6, per)
     assert ins[li].args["words"] == -(-37 * 18 // cfg.bus_bytes)
@@ -324,7 +324,7 @@ def test_bundle_refuses_ir_mismatch(cb_bundle, tmp_path):
     fmt = op.weight_format
     cb = fmt.codebook.copy()
     cb[0] = cb[1]
-    op.with_codebook(wf.CodebookWeights(fmt.shape, fmt.k, fmt.d, fmt.exp_bits, cb, fmt.indices))
+    op.with_codebook(CodebookWeights(fmt.shape, fmt.k, fmt.d, fmt.exp_bits, cb, fmt.indices))
 
     def edit(man):
         man["ir"]["json_sha256"] = hashlib.sha256(jp.read_bytes()).hexdigest()
