@@ -160,61 +160,19 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     x = np.asarray(x, dtype=np.int64)
     memory = with_input(bundle, x)
     graph = bundle.graph()
-    layers = sorted(bundle.layers, key=lambda d: d["index"])
+    layers = sorted(bundle.layers, key=lambda d: d.index)
 
     _progress(progress, f"golden: {len(graph.ops)} op(s)")
     expected = run_graph(graph, {in_name: x})
     est = estimate(bundle)
     est_by_mark = {lay.mark: lay.cycles for lay in est.layers}
 
-    extra: dict[str, Any] = {}
-    layer_cycles: dict[int, int]
-    if level == "golden":
-        got = {k: v[0] for k, v in run_graph(graph, {in_name: x[None]}).items()}
-        cycles, source = est.total, "estimate"
-        layer_cycles = dict(est_by_mark)
-    elif level == "functional":
-        from shiftbook.sim.functional import run_program
-        from shiftbook.sim.rtl.runner import DEFAULT_TIMEOUT_CYCLES
-
-        _progress(progress, f"functional: {len(bundle.program)} instruction(s)")
-        limit = DEFAULT_TIMEOUT_CYCLES if timeout_cycles is None else int(timeout_cycles)
-        res = run_program(cfg, memory, max_cycles=limit)
-        got = bundle.read_tensors(res.memory)
-        cycles, source = est.total, "estimate"
-        layer_cycles = dict(est_by_mark)
-        extra["functional_cycles"] = int(res.cycles)
-    else:
-        from shiftbook.sim.rtl.runner import run_image
-
-        _progress(progress, f"rtl: building/running the {cfg.name} core "
-                            f"(estimated {est.total} cycles)")
-        res = run_image(cfg, memory, progress=rtl_progress, timeout_cycles=timeout_cycles)
-        got = bundle.read_tensors(res.memory)
-        cycles, source = int(res.cycles), "rtl"
-        layer_cycles = {}
-        prev = 0
-        for mark, at in res.marks:
-            layer_cycles[int(mark)] = int(at) - prev
-            prev = int(at)
-        extra["estimate_cycles"] = int(est.total)
-        extra["rtl_wall_s"] = round(res.wall_s, 3)
+    got, cycles, source, layer_cycles, extra = _run_level(
+        bundle, level, memory, graph, {in_name: x}, est.total, est_by_mark, progress=progress,
+        rtl_progress=rtl_progress, timeout_cycles=timeout_cycles)
     cmp = compare_tensors(layers, expected, got)
-    per = {d["index"]: d for d in cmp.layers}
-    recs = []
-    for lay in layers:
-        i = lay.index
-        c = per[i]
-        cyc = layer_cycles.get(i)
-        ideal = lay.ideal_cycles
-        rec = {"index": i, "name": lay.name, "op": lay.op, "tensor": lay.output,
-               "shape": list(bundle.tensors[lay.output].shape),
-               "bit_exact": c["mismatches"] == 0, "mismatches": c["mismatches"],
-               "cycles": cyc, "ideal_cycles": ideal, "macs": lay.macs,
-               "utilization": round(ideal / cyc, 4) if cyc else None}
-        if level == "rtl":
-            rec["estimate_cycles"] = est_by_mark.get(i)
-        recs.append(rec)
+    recs = _layer_records(bundle, layers, cmp, layer_cycles,
+                          est_by_mark if level == "rtl" else None)
     ideal_total = sum(lay.ideal_cycles for lay in layers)
     record = {
         "bit_exact": cmp.bit_exact,
@@ -239,6 +197,68 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
         record["first_mismatch_text"] = str(cmp.first)
     record["wall_s"] = round(time.monotonic() - t0, 3)
     return NetworkRun(record, expected, got)
+
+
+def _run_level(bundle: Any, level: str, memory: bytes, graph: Any,
+               inputs: dict[str, np.ndarray], est_total: int, est_by_mark: dict[int, int], *,
+               progress: Callable[[str], None] | None, rtl_progress: bool,
+               timeout_cycles: int | None
+               ) -> tuple[dict[str, np.ndarray], int, str, dict[int, int], dict[str, Any]]:
+    """Run one level: (its tensors, total cycles, where the cycles come from, cycles per
+    layer index, extra record fields)."""
+    from shiftbook.sw.reference import run_graph
+
+    cfg = bundle.config
+    extra: dict[str, Any] = {}
+    if level == "golden":
+        got = {k: v[0] for k, v in run_graph(graph, {n: v[None] for n, v in inputs.items()}
+                                             ).items()}
+        return got, est_total, "estimate", dict(est_by_mark), extra
+    if level == "functional":
+        from shiftbook.sim.functional import run_program
+        from shiftbook.sim.rtl.runner import DEFAULT_TIMEOUT_CYCLES
+
+        _progress(progress, f"functional: {len(bundle.program)} instruction(s)")
+        limit = DEFAULT_TIMEOUT_CYCLES if timeout_cycles is None else int(timeout_cycles)
+        res = run_program(cfg, memory, max_cycles=limit)
+        extra["functional_cycles"] = int(res.cycles)
+        return bundle.read_tensors(res.memory), est_total, "estimate", dict(est_by_mark), extra
+    from shiftbook.sim.rtl.runner import run_image
+
+    _progress(progress, f"rtl: building/running the {cfg.name} core "
+                        f"(estimated {est_total} cycles)")
+    res = run_image(cfg, memory, progress=rtl_progress, timeout_cycles=timeout_cycles)
+    layer_cycles = {}
+    prev = 0
+    for mark, at in res.marks:
+        layer_cycles[int(mark)] = int(at) - prev
+        prev = int(at)
+    extra["estimate_cycles"] = int(est_total)
+    extra["rtl_wall_s"] = round(res.wall_s, 3)
+    return bundle.read_tensors(res.memory), int(res.cycles), "rtl", layer_cycles, extra
+
+
+def _layer_records(bundle: Any, layers: list[LayerMeta], cmp: Any,
+                   layer_cycles: dict[int, int],
+                   est_by_mark: dict[int, int] | None) -> list[dict[str, Any]]:
+    """One JSON record per layer: bit-exactness, cycles, ideal cycles, utilization (and the
+    model's cycles next to measured RTL ones)."""
+    per = {d["index"]: d for d in cmp.layers}
+    recs = []
+    for lay in layers:
+        i = lay.index
+        c = per[i]
+        cyc = layer_cycles.get(i)
+        ideal = lay.ideal_cycles
+        rec = {"index": i, "name": lay.name, "op": lay.op, "tensor": lay.output,
+               "shape": list(bundle.tensors[lay.output].shape),
+               "bit_exact": c["mismatches"] == 0, "mismatches": c["mismatches"],
+               "cycles": cyc, "ideal_cycles": ideal, "macs": lay.macs,
+               "utilization": round(ideal / cyc, 4) if cyc else None}
+        if est_by_mark is not None:
+            rec["estimate_cycles"] = est_by_mark.get(i)
+        recs.append(rec)
+    return recs
 
 
 def dump_tensors(run: NetworkRun, layers: list[LayerMeta], input_name: str,

@@ -172,6 +172,21 @@ def write_bundle(prog: CompiledProgram, graph: Graph, path: str | Path, *,
 def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
     """Read and validate a bundle; with ``config``, refuse one built for another core."""
     path = Path(path)
+    typed = _read_manifest(path)
+    cfg = _manifest_config(path, typed, config)
+    memory = _read_files(path, typed)
+    if len(memory) > cfg.mem_words * cfg.bus_bytes:
+        raise BundleError(f"bundle {path}: memory image larger than the core's address space")
+    insns = _read_program(path, typed, cfg, memory)
+    _check_ranges(path, typed, len(memory))
+    bundle = Bundle(path, typed, cfg, memory)
+    _check_weight_formats(bundle, insns)
+    return bundle
+
+
+def _read_manifest(path: Path) -> Manifest:
+    """The typed manifest of the bundle at ``path``: its format, version and digest checked,
+    every field parsed."""
     if not path.is_dir():
         raise BundleError(f"bundle {path} does not exist (or is not a directory)")
     mpath = path / MANIFEST
@@ -193,9 +208,12 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
         raise BundleError(f"bundle {path}: {MANIFEST} does not match its digest "
                           f"({DIGEST_KEY}): it was edited or corrupted; recompile the bundle")
     try:
-        typed = parse_manifest(man)
+        return parse_manifest(man)
     except ManifestError as e:
         raise BundleError(f"bundle {path}: {MANIFEST}: {e}") from None
+
+
+def _manifest_config(path: Path, typed: Manifest, config: CoreConfig | None) -> CoreConfig:
     try:
         cfg = CoreConfig.from_dict(typed.config)
     except ConfigError as e:
@@ -209,7 +227,12 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
         raise BundleError(f"bundle {path} was compiled for core config {cfg.name!r} (hash "
                           f"{cfg.hash}), not for {config.name!r} (hash {config.hash}); "
                           f"recompile it for this core")
-    mem_info, prog_info = typed.memory, typed.program
+    return cfg
+
+
+def _read_files(path: Path, typed: Manifest) -> bytes:
+    """The memory image, after checking it and the IR files against their digests."""
+    mem_info = typed.memory
     files = [(mem_info.file, mem_info.sha256), (typed.ir.json, typed.ir.json_sha256),
              (typed.ir.npz, typed.ir.npz_sha256)]
     blobs = {}
@@ -225,8 +248,12 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
     if len(memory) != mem_info.bytes:
         raise BundleError(f"bundle {path}: {mem_info.file} has {len(memory)} bytes, the "
                           f"manifest says {mem_info.bytes}")
-    if len(memory) > cfg.mem_words * cfg.bus_bytes:
-        raise BundleError(f"bundle {path}: memory image larger than the core's address space")
+    return memory
+
+
+def _read_program(path: Path, typed: Manifest, cfg: CoreConfig, memory: bytes) -> list[Insn]:
+    """The decoded program, ending in END, every field within the config's widths."""
+    prog_info = typed.program
     if prog_info.addr != 0 or prog_info.bytes % INSN_BYTES or prog_info.bytes > len(memory) \
             or prog_info.instructions != prog_info.bytes // INSN_BYTES:
         raise BundleError(f"bundle {path}: bad program location {prog_info}")
@@ -240,21 +267,23 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
     if unfit is not None:
         raise BundleError(f"bundle {path}: the program does not fit its config "
                           f"{cfg.name!r}: {unfit}")
+    return insns
+
+
+def _check_ranges(path: Path, typed: Manifest, size: int) -> None:
+    """Every tensor and every layer's weights and biases lie inside the memory image."""
     for p in typed.tensors.values():
-        if p.addr + p.nbytes > len(memory):
+        if p.addr + p.nbytes > size:
             raise BundleError(f"bundle {path}: tensor {p.name!r} [{p.addr}, "
                               f"{p.addr + p.nbytes}) lies beyond the memory image "
-                              f"({len(memory)} bytes)")
+                              f"({size} bytes)")
     for lay in typed.layers:
         for what, addr, n in (("weights", lay.weight_addr, lay.weight_bytes),
                               ("biases", lay.bias_addr, lay.bias_bytes)):
-            if addr + n > len(memory):
+            if addr + n > size:
                 raise BundleError(f"bundle {path}: layer {lay.index} ({lay.name!r}): its "
                                   f"{what} [{addr}, {addr + n}) lie beyond the memory image "
-                                  f"({len(memory)} bytes)")
-    bundle = Bundle(path, typed, cfg, memory)
-    _check_weight_formats(bundle, insns)
-    return bundle
+                                  f"({size} bytes)")
 
 
 def _layer_codebook(bundle: Bundle, lay: LayerMeta) -> wf.CodebookWeights:
