@@ -217,6 +217,34 @@ def random_codebook(codes: np.ndarray, k: int, d: int, exp_bits: int,
     return CodebookWeights(tuple(codes.shape), k, d, exp_bits, cb, idx)
 
 
+def _check_random_args(op: str, cin: int, cout: int, kernel: int, stride: int, size: int,
+                       weights_dist: str, weights: str, k: int | None, d: int | None
+                       ) -> tuple[int | None, int | None]:
+    """Check :func:`random_layer`'s arguments; returns the codebook ``(k, d)`` with their
+    defaults filled in (``(None, None)`` for raw shift codes)."""
+    if weights not in WEIGHT_FORMATS:
+        raise IRError(f"unknown weight format {weights!r} (one of {', '.join(WEIGHT_FORMATS)})")
+    if weights == "shift" and (k is not None or d is not None):
+        raise IRError("--k/--d need a codebook weight format (kmeans or pq)")
+    if weights != "shift":
+        k = 256 if k is None else k
+        if weights == "kmeans" and d not in (None, 1):
+            raise IRError(f"kmeans is a scalar codebook (d=1), not d={d}")
+        d = default_block(weights, 1 if op == "linear" else kernel) if d is None else d
+        if not isinstance(k, int) or k < 1 or not isinstance(d, int) or d < 1:
+            raise IRError(f"codebook k={k!r} and d={d!r} must be positive integers")
+    for v, what in ((cin, "cin"), (cout, "cout"), (kernel, "kernel"), (stride, "stride"),
+                    (size, "size")):
+        if not isinstance(v, int) or v <= 0:
+            raise IRError(f"{what} must be a positive integer, not {v!r}")
+    if op not in ("conv", "linear"):
+        raise IRError(f"unknown op {op!r} (conv or linear)")
+    if weights_dist not in WEIGHT_DISTS:
+        raise IRError(f"unknown weight distribution {weights_dist!r} "
+                      f"(one of {', '.join(WEIGHT_DISTS)})")
+    return k, d
+
+
 def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 3,
                  stride: int = 1, padding: int | None = None, size: int = 14, *,
                  seed: int = 0, exp_bits: int = 4, acc_bits: int = 32,
@@ -238,26 +266,7 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
     (default :func:`default_block`). Codewords are drawn from the layer's blocks, indices are
     uniformly random (:func:`random_codebook`); the layer's codes are the decoded ones.
     """
-    if weights not in WEIGHT_FORMATS:
-        raise IRError(f"unknown weight format {weights!r} (one of {', '.join(WEIGHT_FORMATS)})")
-    if weights == "shift" and (k is not None or d is not None):
-        raise IRError("--k/--d need a codebook weight format (kmeans or pq)")
-    if weights != "shift":
-        k = 256 if k is None else k
-        if weights == "kmeans" and d not in (None, 1):
-            raise IRError(f"kmeans is a scalar codebook (d=1), not d={d}")
-        d = default_block(weights, 1 if op == "linear" else kernel) if d is None else d
-        if not isinstance(k, int) or k < 1 or not isinstance(d, int) or d < 1:
-            raise IRError(f"codebook k={k!r} and d={d!r} must be positive integers")
-    for v, what in ((cin, "cin"), (cout, "cout"), (kernel, "kernel"), (stride, "stride"),
-                    (size, "size")):
-        if not isinstance(v, int) or v <= 0:
-            raise IRError(f"{what} must be a positive integer, not {v!r}")
-    if op not in ("conv", "linear"):
-        raise IRError(f"unknown op {op!r} (conv or linear)")
-    if weights_dist not in WEIGHT_DISTS:
-        raise IRError(f"unknown weight distribution {weights_dist!r} "
-                      f"(one of {', '.join(WEIGHT_DISTS)})")
+    k, d = _check_random_args(op, cin, cout, kernel, stride, size, weights_dist, weights, k, d)
     rng = np.random.default_rng(seed)
     emax = (1 << exp_bits) - 1 if max_exp is None else min(max_exp, (1 << exp_bits) - 1)
     linear = op == "linear"
