@@ -19,14 +19,12 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from shiftbook import numerics as nx
-
-if TYPE_CHECKING:
-    from shiftbook.weights import CodebookWeights
+from shiftbook.weights import CodebookWeights, WeightFormatError
 
 __all__ = [
     "IRError", "TensorSpec", "Op", "Conv2d", "Linear", "PoolOp", "MaxPool2d", "SumPool2d", "Graph",
@@ -151,20 +149,19 @@ class Conv2d(Op):
     stride: ``(sy, sx)``; padding: ``(top, left, bottom, right)``.
     residual: name of an int8 tensor shaped like the output, added as
         ``align_residual(r, res_shift[o])`` before the shift; ``res_shift`` int64 ``(O,)``.
-    cb_k, cb_d, cb_codebook, cb_indices: optional codebook weight format (all four or none,
-        ``sw/weightfmt.CodebookWeights``): ``k`` codewords of ``d`` shift codes
-        (``cb_codebook`` int64 ``(k, d)``) and one index per block (``cb_indices`` int64
-        ``(O, ceil(I*KH*KW/d))``). ``weight`` is then the decoded codes (the hardware-visible
-        weights; checked equal); the compiler stores indices + codebook (``WFMT = 1``).
-        Build with :meth:`with_codebook`.
+    weight_format: the optional codebook weight format, the kernel's
+        ``shiftbook.weights.CodebookWeights`` (``k`` codewords of ``d`` shift codes and one
+        index per block of ``d`` weights). ``weight`` is then the decoded codes (the
+        hardware-visible weights; checked equal); the compiler stores indices + codebook
+        (``WFMT = 1``). Build with :meth:`with_codebook`. Saved as ``cb_k``, ``cb_d`` (JSON)
+        and ``cb_codebook``, ``cb_indices`` (npz arrays).
     """
 
     kind: ClassVar[str] = "conv2d"
-    ARRAYS: ClassVar[tuple[str, ...]] = ("weight", "bias", "shift", "w_frac", "res_shift",
-                                         "cb_codebook", "cb_indices")
-    SCALARS: ClassVar[tuple[str, ...]] = ("exp_bits", "relu", "stride", "padding", "residual",
-                                          "cb_k", "cb_d")
-    _CB_FIELDS: ClassVar[tuple[str, ...]] = ("cb_k", "cb_d", "cb_codebook", "cb_indices")
+    ARRAYS: ClassVar[tuple[str, ...]] = ("weight", "bias", "shift", "w_frac", "res_shift")
+    SCALARS: ClassVar[tuple[str, ...]] = ("exp_bits", "relu", "stride", "padding", "residual")
+    #: Serialised keys of a codebook weight format: JSON scalars ``k``, ``d``; npz arrays.
+    _CB_KEYS: ClassVar[tuple[str, ...]] = ("cb_k", "cb_d", "cb_codebook", "cb_indices")
 
     weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1, 1), np.int64))
     exp_bits: int = 4
@@ -176,10 +173,7 @@ class Conv2d(Op):
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     residual: str | None = None
     res_shift: np.ndarray | None = None
-    cb_k: int | None = None
-    cb_d: int | None = None
-    cb_codebook: np.ndarray | None = None
-    cb_indices: np.ndarray | None = None
+    weight_format: CodebookWeights | None = None
 
     def __post_init__(self) -> None:
         w = np.asarray(self.weight, dtype=np.int64)
@@ -208,53 +202,67 @@ class Conv2d(Op):
 
     # ---- codebook weight format ----
     def _check_codebook(self) -> None:
-        given = [getattr(self, f) is not None for f in self._CB_FIELDS]
-        if not any(given):
-            return
-        if not all(given):
-            raise IRError(f"op {self.name!r}: a codebook format needs all of "
-                          f"{', '.join(self._CB_FIELDS)}")
+        """``weight_format`` as a CodebookWeights of this op's weight shape and ``exp_bits``,
+        whose decoded codes are ``weight``."""
         fmt = self.weight_format
-        assert fmt is not None
-        self.cb_k, self.cb_d = fmt.k, fmt.d
-        self.cb_codebook, self.cb_indices = fmt.codebook, fmt.indices
+        if fmt is None:
+            return
+        if not isinstance(fmt, CodebookWeights):
+            raise IRError(f"op {self.name!r}: weight_format must be a "
+                          f"shiftbook.weights.CodebookWeights, not {type(fmt).__name__}")
+        shape = tuple(self.weight.shape)
+        if (tuple(fmt.shape), fmt.exp_bits) != (shape, self.exp_bits):
+            try:
+                fmt = CodebookWeights(shape, fmt.k, fmt.d, self.exp_bits, fmt.codebook,
+                                      fmt.indices)
+            except WeightFormatError as e:
+                raise IRError(f"op {self.name!r}: {e}") from None
+            self.weight_format = fmt
         if not np.array_equal(fmt.decode(), self.weight):
             raise IRError(f"op {self.name!r}: weight codes differ from the decoded codebook "
                           f"indices (use with_codebook)")
 
-    @property
-    def weight_format(self) -> CodebookWeights | None:
-        """The codebook weight format (``sw/weightfmt.CodebookWeights``), or None (raw)."""
-        if self.cb_k is None:
-            return None
-        from shiftbook.weights import CodebookWeights, WeightFormatError
-        try:
-            return CodebookWeights(tuple(self.weight.shape), int(self.cb_k), int(self.cb_d),
-                                   self.exp_bits, self.cb_codebook, self.cb_indices)
-        except WeightFormatError as e:
-            raise IRError(f"op {self.name!r}: {e}") from None
-
     def with_codebook(self, fmt: CodebookWeights | None) -> Conv2d:
         """Attach (or with None drop) a codebook format; ``weight`` becomes its decoded codes."""
         if fmt is None:
-            for f in self._CB_FIELDS:
-                setattr(self, f, None)
+            self.weight_format = None
             return self
         if tuple(fmt.shape) not in (tuple(self.weight.shape), tuple(self.weight.shape[:2])):
             raise IRError(f"op {self.name!r}: codebook format shape {fmt.shape} differs from "
                           f"the weight {self.weight.shape}")
-        self.cb_k, self.cb_d = fmt.k, fmt.d
-        self.cb_codebook, self.cb_indices = fmt.codebook, fmt.indices
         self.weight = fmt.decode().reshape(self.weight.shape)
+        self.weight_format = fmt
         self._check_codebook()
         return self
 
     def to_dict(self, arrays: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
         d = super().to_dict(arrays, prefix)
-        if self.cb_k is None:  # raw layers serialise exactly as before
-            for f in self._CB_FIELDS:
-                d.pop(f, None)
+        fmt = self.weight_format
+        if fmt is not None:  # raw layers serialise without codebook keys
+            d["cb_k"], d["cb_d"] = int(fmt.k), int(fmt.d)
+            for key, v in (("cb_codebook", fmt.codebook), ("cb_indices", fmt.indices)):
+                arrays[f"{prefix}{key}"] = np.ascontiguousarray(v)
+                d[key] = f"{prefix}{key}"
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], arrays: dict[str, np.ndarray]) -> Op:
+        op = super().from_dict(d, arrays)
+        assert isinstance(op, Conv2d)
+        given = [d.get(key) is not None for key in cls._CB_KEYS]
+        if not any(given):
+            return op
+        if not all(given):
+            raise IRError(f"op {op.name!r}: a codebook format needs all of "
+                          f"{', '.join(cls._CB_KEYS)}")
+        try:
+            fmt = CodebookWeights(tuple(op.weight.shape), int(d["cb_k"]), int(d["cb_d"]),
+                                  op.exp_bits, arrays[d["cb_codebook"]], arrays[d["cb_indices"]])
+        except WeightFormatError as e:
+            raise IRError(f"op {op.name!r}: {e}") from None
+        op.weight_format = fmt
+        op._check_codebook()
+        return op
 
     @property
     def inputs(self) -> list[str]:

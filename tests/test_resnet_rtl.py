@@ -123,8 +123,8 @@ def _check_codebooks(bundle: Path, formats: dict[str, Any]) -> int:
             continue
         assert got[name] == (1, int(fmt.k), int(fmt.d)), (name, got[name])
         op = ops[name]
-        np.testing.assert_array_equal(op.cb_codebook, fmt.codebook.numpy())
-        np.testing.assert_array_equal(op.cb_indices, fmt.indices.numpy())
+        np.testing.assert_array_equal(op.weight_format.codebook, fmt.codebook.numpy())
+        np.testing.assert_array_equal(op.weight_format.indices, fmt.indices.numpy())
         codes = fmt.codes().numpy().reshape(op.weight.shape)
         np.testing.assert_array_equal(op.weight, codes)
         n += 1

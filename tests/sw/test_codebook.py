@@ -154,15 +154,20 @@ def test_ir_roundtrip_and_checks(tmp_path):
     bad = op.weight.copy()
     bad[0, 0, 0, 0] ^= 1
     with pytest.raises(IRError, match="differ from the decoded"):
-        Conv2d("c", "x", "y", weight=bad, cb_k=16, cb_d=18, cb_codebook=fmt.codebook,
-               cb_indices=fmt.indices)
+        Conv2d("c", "x", "y", weight=bad, weight_format=fmt)
+    with pytest.raises(IRError, match="must be a shiftbook.weights.CodebookWeights"):
+        Conv2d("c", "x", "y", weight=op.weight, weight_format=16)
+    # Loading checks the saved format the same way (all four keys, valid indices).
+    doc, arrays = layer.graph.to_json_arrays()
+    assert {k: doc["ops"][0][k] for k in ("cb_k", "cb_d", "cb_codebook", "cb_indices")} == {
+        "cb_k": 16, "cb_d": 18, "cb_codebook": "op0.cb_codebook", "cb_indices": "op0.cb_indices"}
+    partial = {**doc["ops"][0], "cb_indices": None}
     with pytest.raises(IRError, match="needs all of"):
-        Conv2d("c", "x", "y", weight=op.weight, cb_k=16)
-    idx = fmt.indices.copy()
-    idx[1, 2] = 16
+        Conv2d.from_dict(partial, arrays)
+    arrays["op0.cb_indices"] = fmt.indices.copy()
+    arrays["op0.cb_indices"][1, 2] = 16
     with pytest.raises(IRError, match="past the codebook"):
-        Conv2d("c", "x", "y", weight=op.weight, cb_k=16, cb_d=18, cb_codebook=fmt.codebook,
-               cb_indices=idx)
+        Conv2d.from_dict(doc["ops"][0], arrays)
 
 
 def test_random_layer_formats():

@@ -115,8 +115,9 @@ def test_codebook_graph_round_trip_and_compiles_to_wfmt1(tmp_path):
     low = lower(cm, calib=calib(), input_shape=SHAPE)
     low.graph.save(tmp_path, "g")
     back = {op.name: op for op in Graph.load(tmp_path, "g").ops}
-    assert back["conv"].cb_k == 16 and back["conv"].cb_d == 9
-    np.testing.assert_array_equal(back["conv"].cb_indices, ops(low)["conv"].cb_indices)
+    w = back["conv"].weight_format
+    assert w.k == 16 and w.d == 9
+    np.testing.assert_array_equal(w.indices, ops(low)["conv"].weight_format.indices)
     cfg = PRESETS["tiny"]
     x = low.quantize_input(calib()[:1])[0]
     prog = compile_graph(low.graph, cfg, {low.input: x})
