@@ -238,7 +238,7 @@ def build_design(target: Target, design: Any, outdir: str | Path, *, config_name
         proc = _run_script(["sh", f"build_{TOP_NAME}.sh"], out, env, timeout_s)
         seconds = time.monotonic() - t0
         (out / "build.log").write_text(proc.stdout + proc.stderr)
-        _check_steps(target, out, proc)
+        _check_steps(target, out, proc, env_tools)
         report = parse_report(out / report_json, target, yosys_log=out / f"{TOP_NAME}.rpt")
     rep = BuildReport(board=target.name, device=target.description, family=target.family,
                       config=config_name, resources=report["resources"],
@@ -326,7 +326,19 @@ def _tail(text: str, n: int = 6) -> str:
     return " | ".join(lines[-n:])
 
 
-def _check_steps(target: Target, out: Path, proc: subprocess.CompletedProcess) -> None:
+def _log_tail(text: str, log: Path, tool: str, tools: dict[str, str] | None) -> str:
+    """``log PATH: <its last lines>``, or, for an empty log, which tool printed nothing."""
+    tail = _tail(text)
+    if tail:
+        return f"log {log}: {tail}"
+    var = _TOOLS[tool][0] if tool in _TOOLS else ""
+    exe = (tools or {}).get(var, tool)
+    return (f"log {log} is empty: {tool} ({exe}) printed nothing; run it by hand to see why "
+            f"(a broken install?)")
+
+
+def _check_steps(target: Target, out: Path, proc: subprocess.CompletedProcess,
+                 tools: dict[str, str] | None = None) -> None:
     text = proc.stdout + proc.stderr
     logs = [text]
     for extra in (f"{TOP_NAME}.tim", f"{TOP_NAME}.rpt"):
@@ -341,11 +353,11 @@ def _check_steps(target: Target, out: Path, proc: subprocess.CompletedProcess) -
         f = out / fname.format(n=TOP_NAME)
         if not f.exists() or f.stat().st_size == 0:
             status = f"exit status {proc.returncode}" if proc.returncode else "exit status 0"
-            raise BuildError(f"{tool} produced no {f.name} ({status}); log {out / 'build.log'}: "
-                             f"{_tail(everything)}")
+            raise BuildError(f"{tool} produced no {f.name} ({status}); "
+                             f"{_log_tail(everything, out / 'build.log', tool, tools)}")
     if proc.returncode:
-        raise BuildError(f"the build script failed (exit status {proc.returncode}); log "
-                         f"{out / 'build.log'}: {_tail(text)}")
+        raise BuildError(f"the build script failed (exit status {proc.returncode}); "
+                         f"{_log_tail(text, out / 'build.log', 'the build script', tools)}")
 
 
 _UTIL_LINE = re.compile(r"(?P<cell>[A-Za-z_$][\w$]*):\s+(?P<used>\d+)/\s*(?P<avail>\d+)")

@@ -217,4 +217,11 @@ def load_config(spec: str | Path | None) -> CoreConfig:
     if not p.exists():
         raise ConfigError(f"config {s!r} is neither a preset ({', '.join(PRESETS)}) "
                           f"nor an existing file")
-    return CoreConfig.from_json(p.read_text())
+    if not p.is_file():
+        raise ConfigError(f"config {s!r} is a directory, not a JSON file")
+    try:
+        return CoreConfig.from_json(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {s}: not a text (UTF-8 JSON) file") from None
+    except ConfigError as e:
+        raise ConfigError(f"config {s}: {e}") from None

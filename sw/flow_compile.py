@@ -67,11 +67,11 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
         raise CompileError("--weights applies to a built-in model name only")
     try:
         src = load_source(model, weights=weights, seed=seed)
-    except (ValueError, RuntimeError, OSError, KeyError):
-        raise
     except Exception as e:  # noqa: BLE001 - e.g. an unpickling error of a foreign file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CompileError(f"cannot read model {model}: {first}") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        if isinstance(e, ValueError | RuntimeError | OSError) and model in first:
+            raise       # our own message, naming the file
+        raise CompileError(_unreadable(model, e, first)) from None
     shape = src.input_shape
     csrc = calibration_source(shape)
     images = default_calibration(shape, n, seed=seed, source=csrc)
@@ -94,3 +94,15 @@ def _with_adaptation(lay: Any, adaptation: dict[str, Any] | None) -> Any:
     if isinstance(lay, dict):
         return {**lay, "adaptation": adaptation}
     return dataclasses.replace(lay, adaptation=adaptation)
+
+
+def _unreadable(model: str, e: BaseException, first: str) -> str:
+    """One line for a model file that none of the readers understood."""
+    p = Path(model)
+    if p.is_file() and p.stat().st_size == 0:
+        return f"cannot read model {model}: the file is empty"
+    if p.is_file():
+        return (f"cannot read model {model}: not a .pt2 program, a shiftbook compressed model "
+                f"or a checkpoint naming a built-in model ({type(e).__name__}: "
+                f"{first[:120] or 'no message'})")
+    return f"cannot read model {model}: {first or type(e).__name__}"

@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shiftbook import flow
+    from shiftbook.commands import check_output_directory
 
+    check_output_directory(args.output)         # before elaborating the board
     if args.verilog_only:
         for f in flow.verilog(args.output, board=args.board, config=args.config):
             print(f)

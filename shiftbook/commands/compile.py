@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from shiftbook.sw.frontend.adaptation import adaptation_lines
 
     check_output_dir(args.output, "bundle", force=args.force)     # before any work
+    if args.seed < 0:
+        raise CompileError(f"--seed {args.seed} must be >= 0")
     if args.max_adapt_error is not None and not args.max_adapt_error >= 0:
         raise CompileError(f"--max-adapt-error must be >= 0, not {args.max_adapt_error}")
     c = flow.compile(args.model, config=args.config, calib=args.calib, weights=args.weights,

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="write the summary (sizes, accuracies, steps) as JSON here")
     p.add_argument("--export", help="also write a torch.export program (.pt2) here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite output files even if shiftbook did not write them (by "
+                        "default an existing -o/--json/--save-float/--export file is replaced "
+                        "only if it is an earlier output of the same kind)")
 
 
 _DEFAULT_EPOCHS = {"deepshift-q": 4, "deepshift-ps": 8, "inq": 2, "kmeans": 1, "pq": 0}
@@ -73,6 +77,9 @@ def check_args(args: argparse.Namespace, error: type[ValueError] = ValueError) -
                        ("--save-float", args.save_float), ("--export", args.export)):
         if path:
             check_writable_file(path, flag, error)
+            if not getattr(args, "force", False):
+                check_replaceable(path, flag, "json" if flag == "--json" else
+                                  "pt2" if flag == "--export" else "torch", error)
 
 
 def _builtin_models() -> tuple[str, ...]:
@@ -89,12 +96,36 @@ def check_writable_file(path: str | Path, flag: str,
     if p.is_dir():
         raise error(f"{flag} {path}: is a directory, not a file")
     parent = p.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise error(f"{flag} {path}: {parent} is a file, not a directory")
     if not parent.is_dir():
         raise error(f"{flag} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise error(f"{flag} {path}: directory {parent} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise error(f"{flag} {path}: the file exists and is not writable")
+
+
+def check_replaceable(path: str | Path, flag: str, kind: str,
+                      error: type[ValueError] = ValueError) -> None:
+    """Refuse to overwrite an existing file that is not an earlier output of this kind:
+    ``"torch"`` (a ``torch.save`` file: a checkpoint or compressed model), ``"pt2"`` (a
+    ``torch.export`` archive), ``"json"`` (a summary written by `shiftbook compress`)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+        ours = head == b"PK\x03\x04"              # torch.save and torch.export write zips
+        if kind == "json":
+            ours = isinstance(d := json.loads(p.read_text()), dict) and "method" in d \
+                and "layers" in d
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise error(f"{flag} {path}: the file exists and is not an earlier `shiftbook "
+                    f"compress` output; choose another path, remove it, or pass --force")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(name, weights=args.weights, seed=args.seed, **model_args)
         trained = args.weights is not None
     else:
+        if not Path(args.model).is_file():
+            raise CompressError(f"checkpoint {args.model} does not exist, and it is not a "
+                                f"built-in model ({', '.join(MODELS)})")
         ck = load_checkpoint(args.model)
         name = ck.get("model")
         if name not in MODELS:
@@ -142,7 +176,12 @@ def run(args: argparse.Namespace) -> int:
                                 f" nor a checkpoint naming one")
         model_args = dict(ck.get("model_args") or model_args)
         model = build_model(name, seed=None, **model_args)
-        model.load_state_dict(ck["state_dict"])
+        try:
+            model.load_state_dict(ck["state_dict"])
+        except (RuntimeError, KeyError, TypeError) as e:
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            raise CompressError(f"checkpoint {args.model} does not fit {name}: "
+                                f"{(lines[1:] or lines or ['no state_dict'])[0][:200]}") from None
         trained = True
     if MODELS[name].input_size != 32:
         raise CompressError(f"{name} takes {MODELS[name].input_size}x"

@@ -49,7 +49,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_force_argument(p)
 
 
+def check_fits(args: argparse.Namespace) -> None:
+    """Refuse a layer whose tensors cannot fit the config's external memory (one byte per
+    activation and weight code, no padding: the least any layout needs) before anything is
+    allocated: ``--size 100000`` would otherwise ask numpy for hundreds of GiB."""
+    from shiftbook.config import load_config
+
+    cfg = load_config(args.config)
+    if min(args.cin, args.cout, args.size, args.kernel) < 1:
+        return          # run_layer names the option
+    kernel = 1 if args.op == "linear" else args.kernel
+    size = 1 if args.op == "linear" else args.size
+    need = {"input": args.cin * size * size, "output": args.cout * size * size,
+            "weights": args.cout * args.cin * kernel * kernel}
+    have = cfg.mem_words * cfg.bus_bytes
+    if sum(need.values()) > have:
+        what = ", ".join(f"{k} {v}" for k, v in need.items())
+        raise LayerError(f"--cin {args.cin} --cout {args.cout} --size {args.size} --kernel "
+                         f"{args.kernel}: the layer needs at least {sum(need.values())} bytes "
+                         f"({what}), more than config {cfg.name}'s external memory holds "
+                         f"({have} bytes: mem_words x bus_bytes)")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_fits(args)
     rec = run_layer(args)
     if args.json:
         print(json.dumps(rec, sort_keys=True))

@@ -21,10 +21,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-event energy overrides (default: the built-in Horowitz table)")
 
 
+def check_text_file(path: str, flag: str) -> None:
+    """Refuse, naming the file, a table that is not UTF-8 text (a binary file given by
+    mistake) before any work; a missing file is left to the reader's own message."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        return
+    try:
+        p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{flag} {path}: not a text (UTF-8 YAML) file") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from shiftbook import flow
     from shiftbook.sw.estimate.report import summary_text
 
+    if args.energy_table is not None:
+        check_text_file(args.energy_table, "--energy-table")
     rep = flow.report(args.bundle, args.output, energy_table=args.energy_table,
                       force=args.force)
     rec, comparison = rep.record, rep.comparison

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 NAME = "simulate"
 HELP = "run a program bundle at a level (golden, functional, rtl), every layer checked " \
@@ -32,6 +33,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
+def check_npy(path: str, error: type[ValueError]) -> None:
+    """Refuse, naming the file, an ``--input`` that is not a readable numeric ``.npy`` array
+    (empty, a ``.npz`` archive, text, pickled objects, truncated) before the bundle is read."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        return          # load_input names a missing file
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if not head:
+        raise error(f"input file {path} is empty")
+    if head.startswith(b"PK"):
+        raise error(f"input file {path} is a zip (.npz) archive; give one array saved with "
+                    f"numpy.save (.npy)")
+    if head != b"\x93NUMPY":
+        raise error(f"input file {path} is not a .npy file (no NumPy header); save the "
+                    f"array with numpy.save")
+    try:
+        np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise error(f"input file {path} holds Python objects (a pickled object array), "
+                        f"not numbers") from None
+        raise error(f"input file {path} is not a readable .npy array ({e})") from None
+    except (OSError, EOFError) as e:
+        raise error(f"input file {path} is truncated or damaged ({e or type(e).__name__})"
+                    ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from shiftbook import flow
     from shiftbook.sim.network import (
@@ -48,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout_cycles is not None and args.timeout_cycles < 0:
         raise SimulateError(f"--timeout-cycles {args.timeout_cycles} must be >= 0 "
                             f"(0: no limit)")
+    if args.dump_dir:
+        from shiftbook.commands import check_output_directory
+
+        check_output_directory(args.dump_dir, "--dump-dir")
+    if args.input is not None:
+        check_npy(args.input, SimulateError)
     bundle = load_bundle(args.bundle)
     in_name = bundle.manifest.inputs[0]
     place = bundle.tensors[in_name]

@@ -22,9 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shiftbook import flow
+    from shiftbook.commands import check_output_directory
     from shiftbook.config import load_config
 
     out = Path(args.output)
+    check_output_directory(args.output)         # before elaborating anything
     if args.board:
         flow.verilog(out, board=args.board, config=args.config)
         print(f"wrote board {args.board} Verilog to {out}")

@@ -79,7 +79,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ModelError(f"cannot read checkpoint {path}: {e}") from None
+        why = ("the file is empty" if p.stat().st_size == 0 else
+               f"not a torch checkpoint ({type(e).__name__}: "
+               f"{(str(e).strip().splitlines() or ['no message'])[0][:120]})")
+        raise ModelError(f"cannot read checkpoint {path}: {why}") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
