@@ -214,7 +214,11 @@ def log_tail(path: Path, lines: int = 1) -> str:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    errs = [ln.strip() for ln in text if "%Error" in ln or "error:" in ln]
+    # compiler/Verilator errors, a tool missing from PATH (make's "Error 127" cause), make's
+    # own failure line: never make's closing "Leaving directory"
+    tags = ("%Error", "error:", "No such file or directory", "command not found",
+            ": not found", "make: ***")
+    errs = [ln.strip() for ln in text if any(t in ln for t in tags)]
     pick = errs[:lines] if errs else [ln.strip() for ln in text[-lines:]]
     return " | ".join(pick)
 
