@@ -8,6 +8,14 @@ Weight layout shared by both formats: a layer's weight ``W`` (``(C_out, C_in, KH
 ``(C_out, C_in)``) is viewed as ``(C_out, R)`` with the reduction index ``r = (c*KH + ky)*KW +
 kx`` (the ISA's reduction order, docs/isa.md). The real weight is
 ``decode_shift(code) * 2**-w_frac[c_out]`` (``shiftbook/numerics.py``).
+
+One codebook type: the kernel's ``shiftbook.weights.CodebookWeights`` (numpy) is the codebook
+format the compiler, the simulators and the IR use. :class:`CodebookFormat` is the compressed
+model's torch view of the same record (same ``shape, k, d, exp_bits, codebook, indices``, plus
+the layer's scale ``w_frac``); :attr:`CodebookFormat.weights` is the kernel record itself. The
+view exists because compression accepts block sizes the decoder cannot read (``d`` dividing
+the reduction length, e.g. ``d = 4`` on a 3x3 kernel): such a layer is still a valid
+compressed layer, and the frontend compiles it as shift codes (``weights`` says why).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import numpy as np
 import torch
 
 from shiftbook import numerics as nx
+from shiftbook.weights import CodebookWeights, from_blocks, index_bits
 
 __all__ = ["FormatError", "ShiftFormat", "CodebookFormat", "LAYOUT", "format_from_dict",
            "Format"]
@@ -131,11 +140,19 @@ class CodebookFormat:
     @property
     def index_bits(self) -> int:
         """Bits the hardware stores per index: ceil(log2 k) (at least 1)."""
-        return max(1, math.ceil(math.log2(self.k)))
+        return index_bits(self.k)
+
+    @property
+    def weights(self) -> CodebookWeights:
+        """The kernel's codebook record of this layer (numpy), the format the compiler
+        stores; a ``WeightFormatError`` naming the problem if the decoder cannot read its
+        block layout."""
+        return CodebookWeights.from_record(self)
 
     def codes(self) -> torch.Tensor:
-        """The per-weight shift codes, the weight's shape."""
-        return self.codebook[self.indices].reshape(self.shape)
+        """The per-weight shift codes, the weight's shape (the kernel's block layout)."""
+        blocks = self.codebook.numpy()[self.indices.numpy()]
+        return torch.from_numpy(from_blocks(blocks, self.shape))
 
     def int_weight(self) -> np.ndarray:
         return np.asarray(nx.decode_shift(self.codes().numpy(), self.exp_bits), dtype=np.int64)

@@ -130,3 +130,23 @@ def test_tampered_weight_is_detected(tiny_loaders, resnet8):
     with pytest.raises(FormatError, match="layer1.0.conv1"):
         cm.check()
     assert isinstance(cm, CompressedModel)
+
+
+def test_codebook_format_is_a_view_of_the_kernel_record():
+    """``CodebookFormat.weights`` is the kernel's ``CodebookWeights`` (same codes); a block
+    size the decoder cannot read is a valid compressed layer but no kernel record."""
+    from shiftbook.weights import CodebookWeights, WeightFormatError
+
+    g = torch.Generator().manual_seed(0)
+    f = CodebookFormat(4, 9, 4, torch.randint(0, 64, (4, 9), generator=g),
+                       torch.randint(0, 4, (3, 2), generator=g), torch.full((3,), 5),
+                       (3, 2, 3, 3))
+    w = f.weights
+    assert isinstance(w, CodebookWeights) and (w.k, w.d, w.shape) == (4, 9, (3, 2, 3, 3))
+    assert torch.equal(f.codes(), torch.from_numpy(w.decode()))
+    assert f.index_bits == w.index_bits == 2
+    odd = CodebookFormat(4, 4, 4, torch.zeros(4, 4), torch.zeros(3, 18), torch.zeros(3),
+                         (3, 8, 3, 3))
+    assert odd.codes().shape == (3, 8, 3, 3)
+    with pytest.raises(WeightFormatError, match="d=4 does not fit the 3x3 kernel"):
+        _ = odd.weights
