@@ -4,6 +4,7 @@ WGT buffer into the decoder array (docs/decoder.md)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -106,86 +107,86 @@ class IndexFetcher(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        C, IB, W = cfg.cols, self._ib, self._w
-        DB = dim_bits(cfg)
-        f_active = self.active
-        f_d, f_k = self.d, self.k
-        f_ib = Signal(range(IB + 1))
-        f_per1 = Signal(range(W + 1))
-        f_kh1, f_kw1, f_nch1 = Signal(DB), Signal(DB), Signal(DB)
-        f_c, f_ky, f_kx = Signal(DB), Signal(DB), Signal(DB)
-        f_pos = Signal(range(cfg.max_d))
-        f_next = Signal(len(self.wgt_addr))
-        hold = Signal(W)
-        hold_valid = Signal()
-        sub = Signal(range(W + 1))
-        rdat_ok = Signal()
+        W, DB = self._w, dim_bits(cfg)
+        shapes = dict(ib=range(self._ib + 1), per1=range(W + 1), kh1=DB, kw1=DB, nch1=DB,
+                      c=DB, ky=DB, kx=DB, pos=range(cfg.max_d), next=len(self.wgt_addr),
+                      hold=W, hold_valid=1, sub=range(W + 1), rdat_ok=1, push=1)
+        f = SimpleNamespace(**{k: Signal(v, name=f"f_{k}") for k, v in shapes.items()})
+        f.idx = [Signal(self._ib, name=f"f_idx_{j}") for j in range(cfg.cols)]
+        self._walk(m, f)
+        self._rows(m, f)
+        return m
 
-        f_last, f_start, push, f_step = Signal(), Signal(), Signal(), Signal()
-        claim = self.claim
+    def _walk(self, m: Module, f: SimpleNamespace) -> None:
+        """The claim, the handshake and the mirror of the reduction walker."""
+        cfg = self._cfg
+        f_active, f_d, f_k, claim = self.active, self.d, self.k, self.claim
+        f_last, f_start, f_step = Signal(), Signal(), Signal()
         compat = Signal()
         m.d.comb += [
             compat.eq((self.cb_d == f_d) & (self.cb_k == f_k)),
             # (in the cycle of the active tile's last step at the latest)
             claim.eq(self.offer & (~f_active | (f_step & f_last)) &
                      (compat | ~self.active_cb)),
+            f_last.eq((f.kx == f.kw1) & (f.ky == f.kh1) & (f.c == f.nch1)),
+            f_start.eq(f.pos == 0),
+            self.idx.valid.eq(f_active & f_start & (f.hold_valid | f.rdat_ok)),
+            f.push.eq(self.idx.valid & self.idx.ready),
+            f_step.eq(f_active & (~f_start | f.push)),
         ]
+        with m.If(claim):
+            m.d.sync += [f_active.eq(1), f_d.eq(self.cb_d), f_k.eq(self.cb_k),
+                         f.ib.eq(self.idx_bits), f.per1.eq(self.idx_per_row - 1),
+                         f.kh1.eq(self.kh - 1), f.kw1.eq(self.kw - 1), f.nch1.eq(self.nch - 1),
+                         f.c.eq(0), f.ky.eq(0), f.kx.eq(0), f.pos.eq(0)]
+        with m.Elif(f_step):
+            with m.If(f_last):
+                m.d.sync += f_active.eq(0)
+            with m.Elif(f.kx != f.kw1):
+                m.d.sync += f.kx.eq(f.kx + 1)
+            with m.Elif(f.ky != f.kh1):
+                m.d.sync += [f.kx.eq(0), f.ky.eq(f.ky + 1)]
+            with m.Else():
+                m.d.sync += [f.kx.eq(0), f.ky.eq(0), f.c.eq(f.c + 1)]
+            m.d.sync += f.pos.eq(Mux((f.pos + 1 == f_d) | (f.pos == cfg.max_d - 1), 0,
+                                     f.pos + 1))
+
+    def _rows(self, m: Module, f: SimpleNamespace) -> None:
+        """The held WGT row, the index row cut from it, the WGT address and the error."""
+        C, IB, W = self._cfg.cols, self._ib, self._w
+        claim, push, idx = self.claim, f.push, f.idx
         # The current WGT row: the held one, else the one the read port brings this cycle.
         src = Signal(W)
-        m.d.comb += src.eq(Mux(hold_valid, hold, self.wgt_data))
-        idx = [Signal(IB, name=f"f_idx_{j}") for j in range(C)]
+        m.d.comb += src.eq(Mux(f.hold_valid, f.hold, self.wgt_data))
         shifted = Signal(W)
-        with m.Switch(f_ib):
+        with m.Switch(f.ib):
             for v in range(1, IB + 1):
                 with m.Case(v):
                     m.d.comb += [idx[j].eq(src[j * v:(j + 1) * v]) for j in range(C)]
                     m.d.comb += shifted.eq(src >> (C * v))
-        m.d.comb += [
-            f_last.eq((f_kx == f_kw1) & (f_ky == f_kh1) & (f_c == f_nch1)),
-            f_start.eq(f_pos == 0),
-            self.idx.valid.eq(f_active & f_start & (hold_valid | rdat_ok)),
-            push.eq(self.idx.valid & self.idx.ready),
-            f_step.eq(f_active & (~f_start | push)),
-        ]
         m.d.comb += [self.idx.payload[j].eq(idx[j]) for j in range(C)]
-        with m.If(claim):
-            m.d.sync += [f_active.eq(1), f_d.eq(self.cb_d), f_k.eq(self.cb_k),
-                         f_ib.eq(self.idx_bits), f_per1.eq(self.idx_per_row - 1),
-                         f_kh1.eq(self.kh - 1), f_kw1.eq(self.kw - 1), f_nch1.eq(self.nch - 1),
-                         f_c.eq(0), f_ky.eq(0), f_kx.eq(0), f_pos.eq(0)]
-        with m.Elif(f_step):
-            with m.If(f_last):
-                m.d.sync += f_active.eq(0)
-            with m.Elif(f_kx != f_kw1):
-                m.d.sync += f_kx.eq(f_kx + 1)
-            with m.Elif(f_ky != f_kh1):
-                m.d.sync += [f_kx.eq(0), f_ky.eq(f_ky + 1)]
-            with m.Else():
-                m.d.sync += [f_kx.eq(0), f_ky.eq(0), f_c.eq(f_c + 1)]
-            m.d.sync += f_pos.eq(Mux((f_pos + 1 == f_d) | (f_pos == cfg.max_d - 1), 0,
-                                     f_pos + 1))
         # the held WGT row: taken from the read port when none is held (`load`), shifted by
         # one index row per push, dropped after IDX_PER_ROW pushes
         load = Signal()
         cur_sub = Signal(range(W + 1))
-        m.d.comb += [load.eq(f_active & ~hold_valid & rdat_ok),
-                     cur_sub.eq(Mux(hold_valid, sub, 0))]
+        m.d.comb += [load.eq(self.active & ~f.hold_valid & f.rdat_ok),
+                     cur_sub.eq(Mux(f.hold_valid, f.sub, 0))]
         with m.If(claim):
-            m.d.sync += [hold_valid.eq(0), f_next.eq(self.wgt_base)]
+            m.d.sync += [f.hold_valid.eq(0), f.next.eq(self.wgt_base)]
         with m.Else():
             with m.If(load):
-                m.d.sync += [hold.eq(src), hold_valid.eq(1), sub.eq(0), f_next.eq(f_next + 1)]
+                m.d.sync += [f.hold.eq(src), f.hold_valid.eq(1), f.sub.eq(0),
+                             f.next.eq(f.next + 1)]
             with m.If(push):
-                m.d.sync += [hold.eq(shifted), sub.eq(cur_sub + 1)]
-                with m.If(cur_sub == f_per1):
-                    m.d.sync += hold_valid.eq(0)
-        m.d.comb += self.wgt_addr.eq(Mux(claim, self.wgt_base, f_next + load))
-        m.d.sync += rdat_ok.eq(~self.raw_rd & (claim | f_active))
+                m.d.sync += [f.hold.eq(shifted), f.sub.eq(cur_sub + 1)]
+                with m.If(cur_sub == f.per1):
+                    m.d.sync += f.hold_valid.eq(0)
+        m.d.comb += self.wgt_addr.eq(Mux(claim, self.wgt_base, f.next + load))
+        m.d.sync += f.rdat_ok.eq(~self.raw_rd & (claim | self.active))
         # an index past the codebook stops the core (sticky until the next run's start)
         oob = Signal()
-        m.d.comb += oob.eq(Cat(*[i >= f_k for i in idx]).any())
+        m.d.comb += oob.eq(Cat(*[i >= self.k for i in idx]).any())
         with m.If(self.clear_error):
             m.d.sync += self.error.eq(0)
         with m.Elif(push & oob):
             m.d.sync += self.error.eq(1)
-        return m

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -120,11 +122,19 @@ class Controller(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._cfg
-        B = cfg.bus_bytes
-        running = Signal()
+        c = SimpleNamespace(running=Signal(name="running"), pop=Signal(name="pop"),
+                            ir=Signal(INSN_BITS, name="ir"), ir_valid=Signal(name="ir_valid"),
+                            consume=Signal(name="consume"))
+        self._fetch(m, c, platform)
+        self._assemble(m, c)
+        self._registers(m, c)
+        self._execute(m, c)
+        return m
 
-        # ---------------------------------------------------------------- fetch
+    def _fetch(self, m: Module, c: SimpleNamespace, platform) -> None:
+        """Prefetch: words requested while the queue has room (credits), queued in order."""
+        B = self._cfg.bus_bytes
+        running = c.running
         # (block RAM on iCE40, where an asynchronously read FIFO would be flip-flops)
         words = m.submodules.words = WordFIFO(width=8 * B, depth=self._depth,
                                               ram_style="block" if is_ice40(platform) else None)
@@ -137,13 +147,14 @@ class Controller(wiring.Component):
         m.d.comb += f_acc.eq(self.mem.cmd_valid & self.mem.cmd_ready)
         with m.If(f_acc):
             m.d.sync += f_addr.eq(f_addr + 1)
-        pop = Signal()
         m.d.sync += credits.eq(credits - f_acc + (words.r_en & words.r_rdy))
+        c.words, c.credits, c.f_addr = words, credits, f_addr
 
-        # ---------------------------------------------------------------- assemble
-        ir = Signal(INSN_BITS)
-        ir_valid = Signal()
-        consume = Signal()
+    def _assemble(self, m: Module, c: SimpleNamespace) -> None:
+        """128-bit instructions from the queued words, for any bus width."""
+        B = self._cfg.bus_bytes
+        running, words, pop = c.running, c.words, c.pop
+        ir, ir_valid, consume = c.ir, c.ir_valid, c.consume
         if self._ipw == 1 and self._wpi == 1:
             move = Signal()
             m.d.comb += [move.eq(words.r_rdy & (~ir_valid | consume)), pop.eq(move)]
@@ -186,7 +197,9 @@ class Controller(wiring.Component):
             if self._ipw > 1:
                 m.d.sync += idx.eq(0)
 
-        # ---------------------------------------------------------------- registers
+    def _registers(self, m: Module, c: SimpleNamespace) -> None:
+        """The layer registers and the issue payloads (fields cut from ``ir``)."""
+        ir = c.ir
         # Each layer register keeps only the bits the config can use (the width of its
         # ``cu_insn`` field, shiftbook.fields); SET drops the rest, and the
         # compiler never emits a value that would lose bits there.
@@ -202,8 +215,12 @@ class Controller(wiring.Component):
             m.d.comb += getattr(dma_insn, name).eq(field_slice(ir, Opcode.LOAD, name))
         op = ir[:4]
         m.d.comb += dma_insn.store.eq(op == Opcode.STORE)
+        c.regs, c.op = regs, op
 
-        # ---------------------------------------------------------------- execute
+    def _execute(self, m: Module, c: SimpleNamespace) -> None:
+        """Start, the cycle counter, and executing (or issuing) the instruction in ``ir``."""
+        running, words, credits, f_addr = c.running, c.words, c.credits, c.f_addr
+        ir, ir_valid, consume, regs, op = c.ir, c.ir_valid, c.consume, c.regs, c.op
         cycles = Signal(48)
         m.d.comb += self.cycles.eq(cycles)
         with m.If(running):
@@ -269,4 +286,3 @@ class Controller(wiring.Component):
             m.d.comb += stop_error.eq(1)
         with m.If(stop_error):
             m.d.sync += [running.eq(0), self.error.eq(1)]
-        return m

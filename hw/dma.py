@@ -161,6 +161,20 @@ class DMA(wiring.Component):
                      bp.wr_addr.eq(fifo.r_data[3:]), bp.wr_data.eq(mem.rsp_data),
                      cbq.w_en.eq(mem.rsp_valid & rsp_cb), cbq.w_data.eq(mem.rsp_data)]
 
+        pop = self._codebook_writer(m, cbq, cb_dd, cb_k, cb_row, cb_col)
+        cb_issue = Signal()
+        m.d.comb += cb_issue.eq(accept & ~mem.cmd_we & cb & ~s1_valid)
+        m.d.sync += cb_count.eq(cb_count + cb_issue - pop)
+
+        m.d.comb += self.issue.busy.eq(active | s1_valid | fifo.r_rdy | cb_busy)
+        return m
+
+    def _codebook_writer(self, m: Module, cbq, cb_dd, cb_k, cb_row, cb_col) -> Signal:
+        """Writes the queued LOAD CB words into the decoder's codebook; returns ``pop`` (the
+        head word is done this cycle)."""
+        cfg = self._cfg
+        B = cfg.bus_bytes
+        bp = self.buf
         # Codebook writer: each cycle one segment of the queue's head word, from byte `cb_byte`
         # to the end of the word or of the codeword, whichever comes first, goes to positions
         # cb_col.. of codebook row cb_row (so a word takes one cycle per codeword it touches).
@@ -193,12 +207,7 @@ class DMA(wiring.Component):
                 m.d.sync += cb_col.eq(cb_col + n)
             if B > 1:
                 m.d.sync += cb_byte.eq(Mux(pop, 0, cb_byte + n))
-        cb_issue = Signal()
-        m.d.comb += cb_issue.eq(accept & ~mem.cmd_we & cb & ~s1_valid)
-        m.d.sync += cb_count.eq(cb_count + cb_issue - pop)
-
-        m.d.comb += self.issue.busy.eq(active | s1_valid | fifo.r_rdy | cb_busy)
-        return m
+        return pop
 
 
 assert Buf.ACT == 0 and Buf.WGT == 1 and Buf.BIAS == 2 and Buf.RES == 3 and Buf.CB == 5
