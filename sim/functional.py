@@ -7,16 +7,16 @@ accumulator overflow, buffer addresses in range and -- with ``check_hazards`` --
 order every pair of instructions on different units that touch the same buffer bytes (the
 conservative rule: everything a unit was given since its last SYNC may still be running).
 
-The cycle estimate (:class:`CycleModel`) replays the same instruction stream through a simple
-timing model of the controller, the DMA unit and the compute unit (issue to a busy unit waits,
-SYNC waits for the named units). Its constants are fields so that a calibrated model can
-subclass or replace it.
+Cycles (``FunctionalResult.cycles``, the MARK stamps and the ``max_cycles`` watchdog) come
+from the project's one timing model, ``shiftbook.timing`` (equal to the RTL's count): before
+executing, the simulator decodes the program as loaded (word 0 up to END) and replays it
+through that model once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,10 +36,15 @@ from shiftbook.isa import (
     SyncMask,
     decode,
 )
+from shiftbook.timing import CycleEstimate, estimate_program
 
-__all__ = ["SimError", "HazardError", "CycleModel", "FunctionalResult", "FunctionalSim",
-           "estimate_cycles",
-           "run_program"]
+__all__ = ["SimError", "HazardError", "FunctionalResult", "FunctionalSim", "run_program"]
+
+
+# Instructions decoded past a cycle limit before the watchdog's program is timed: more than
+# the cycle model's fetch runs ahead of the issue (a few words), so the cut changes no
+# instruction's cycle up to the limit.
+WATCHDOG_LOOKAHEAD = 1024
 
 
 class SimError(RuntimeError):
@@ -48,105 +53,6 @@ class SimError(RuntimeError):
 
 class HazardError(SimError):
     """Two instructions on different units touch the same buffer bytes without a SYNC."""
-
-
-@dataclass
-class CycleModel:
-    """Analytical timing: per-instruction costs of the three engines.
-
-    ``load = dma_setup + mem_latency + words*runs`` (reads pipelined within an instruction),
-    ``store = dma_setup + words*runs``, ``compute = compute_setup + NCH*KH*KW`` (one reduction
-    step per cycle), a drain keeps the compute unit busy for ``drain_cycles`` more cycles for
-    SYNC/END purposes but overlaps the next COMPUTE. The controller spends ``issue`` cycles per
-    instruction and waits when the target unit is busy.
-    """
-
-    issue: int = 1
-    fetch_latency_per_insn: int = 0
-    # Instruction fetch shares the memory port (with priority over the DMA): each instruction
-    # takes 16/bus_bytes port cycles, the controller runs at most ``fetch_queue`` instructions
-    # ahead of issue, and a fetch during a DMA transfer delays that transfer.
-    model_fetch: bool = True
-    fetch_queue: int | None = None  # default: (mem_latency + 2*wpi + 1) // wpi
-    dma_setup: int = 2
-    compute_setup: int = 2
-    # WFMT = 1: the codebook decoder's latency (index in -> first code), paid by a COMPUTE
-    # that issues to an idle compute unit.
-    codebook_setup: int = 2
-    drain_cycles: int | None = None  # default: rows
-
-    def load(self, words: int, runs: int, cfg: CoreConfig) -> int:
-        return self.dma_setup + cfg.mem_latency + words * runs
-
-    def store(self, words: int, runs: int, cfg: CoreConfig) -> int:
-        return self.dma_setup + words * runs
-
-    def compute(self, steps: int, cfg: CoreConfig) -> int:
-        return self.compute_setup + steps
-
-    def drain(self, cfg: CoreConfig) -> int:
-        return cfg.rows if self.drain_cycles is None else self.drain_cycles
-
-
-@dataclass
-class _Timeline:
-    model: CycleModel
-    cfg: CoreConfig
-    t: int = 0
-    dma_free: int = 0
-    comp_free: int = 0
-    comp_idle: int = 0
-    busy: Counter = field(default_factory=Counter)
-    fetch_t: int = 0
-    issued: list[int] = field(default_factory=list)
-
-    def _fetch(self) -> None:
-        m, cfg = self.model, self.cfg
-        if not m.model_fetch:
-            return
-        wpi = max(1, INSN_BYTES // cfg.bus_bytes)
-        q = m.fetch_queue or max(1, (cfg.mem_latency + 2 * wpi + 1) // wpi)
-        room = self.issued[-q] if len(self.issued) >= q else 0
-        start = max(self.fetch_t, room)
-        self.fetch_t = start + wpi
-        if start < self.dma_free:  # the port was the DMA's: the transfer slips
-            self.dma_free += wpi
-        self.t = max(self.t, self.fetch_t + cfg.mem_latency)
-
-    def step(self, insn: Insn, regs: dict[int, int]) -> None:
-        m, cfg = self.model, self.cfg
-        self._fetch()
-        self.t += m.fetch_latency_per_insn
-        op = insn.op
-        if op in (Opcode.LOAD, Opcode.STORE):
-            words, runs = insn.args["words"], insn.args["runs"]
-            dur = (m.load if op == Opcode.LOAD else m.store)(words, runs, cfg)
-            self.t = max(self.t, self.dma_free)
-            self.dma_free = self.t + dur
-            self.busy["dma"] += dur
-        elif op == Opcode.COMPUTE:
-            steps = regs.get(Reg.NCH, 0) * regs.get(Reg.KH, 0) * regs.get(Reg.KW, 0)
-            dur = m.compute(steps, cfg)
-            if regs.get(Reg.WFMT, 0) == WFMT_CODEBOOK and regs.get(Reg.MODE, 0) == Mode.MAC \
-                    and self.t >= self.comp_free:
-                # The index fetcher runs ahead into a queued COMPUTE, so only a tile that
-                # finds the compute unit idle waits for the decoder's latency.
-                dur += m.codebook_setup
-            self.t = max(self.t, self.comp_free)
-            self.comp_free = self.t + dur
-            self.comp_idle = max(self.comp_idle, self.comp_free
-                                 + (m.drain(cfg) if insn.args["drain"] else 0))
-            self.busy["compute"] += dur
-        elif op == Opcode.SYNC:
-            mask = insn.args["mask"]
-            if mask & SyncMask.DMA:
-                self.t = max(self.t, self.dma_free)
-            if mask & SyncMask.COMPUTE:
-                self.t = max(self.t, self.comp_idle, self.comp_free)
-        elif op == Opcode.END:
-            self.t = max(self.t, self.dma_free, self.comp_free, self.comp_idle)
-        self.issued.append(self.t)
-        self.t += m.issue
 
 
 @dataclass
@@ -163,8 +69,7 @@ _BUFS = ("ACT", "WGT", "BIAS", "RES", "OUT")
 class FunctionalSim:
     """Executes one program on a memory image for ``cfg``."""
 
-    def __init__(self, cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True,
-                 cycle_model: CycleModel | None = None) -> None:
+    def __init__(self, cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True) -> None:
         self.cfg = cfg
         total = cfg.mem_words * cfg.bus_bytes
         if len(memory) > total:
@@ -190,7 +95,7 @@ class FunctionalSim:
         self.check_hazards = check_hazards
         self.pending: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray, int]]]] = {
             "dma": {}, "compute": {}}
-        self.timeline = _Timeline(cycle_model or CycleModel(), cfg)
+        self.timing: CycleEstimate | None = None    # the cycle model's replay (run())
         self.marks: list[tuple[int, int]] = []
         self.counts: Counter = Counter()
         self.dma_words = Counter()
@@ -233,38 +138,71 @@ class FunctionalSim:
         except ValueError as e:
             raise SimError(f"instruction {self.pc}: {e}") from None
 
+    def program(self, limit: int) -> list[Insn]:
+        """The program as loaded: instructions from word 0 up to END, stopping early (at most
+        ``limit``) where one does not decode or memory ends (execution reports those)."""
+        insns: list[Insn] = []
+        mem = self.mem
+        for pc in range(min(limit, mem.size // INSN_BYTES)):
+            off = pc * INSN_BYTES
+            try:
+                insn = decode(int.from_bytes(mem[off: off + INSN_BYTES].tobytes(), "little"))
+            except ValueError:
+                break
+            insns.append(insn)
+            if insn.op == Opcode.END:
+                break
+        return insns
+
+    def _watchdog(self, insn: Insn, max_cycles: int) -> None:
+        """Raise if the model's count when ``insn`` (at ``pc``) is done exceeds the limit (for
+        END: the program's cycles, when ``done`` rises)."""
+        t = self.timing
+        assert t is not None and t.insn_cycles is not None
+        if insn.op == Opcode.END:
+            now = t.total
+        elif self.pc < len(t.insn_cycles):
+            now = t.insn_cycles[self.pc]
+        else:
+            return      # past the program as loaded (it overwrote itself); not timed
+        if now > max_cycles:
+            raise SimError(f"no END within the cycle limit of {max_cycles} (cycle "
+                           f"{now} at instruction {self.pc}); raise the limit "
+                           f"(--timeout-cycles) or check the program")
+
     def run(self, max_insns: int = 50_000_000, *,
             max_cycles: int | None = None) -> FunctionalResult:
         """Execute to END; ``max_cycles`` (``None`` or 0: no limit) is the watchdog of the
         RTL runner's ``timeout_cycles``, on the cycle count of the timing model."""
         if max_cycles is not None and max_cycles < 0:
             raise SimError(f"max_cycles={max_cycles} must be >= 0 (0: no limit)")
+        # Every instruction takes at least one cycle, so one past the limit (with room for the
+        # model's fetch run-ahead) is as far as a watchdog needs the program timed.
+        limit = min(max_insns, max_cycles + WATCHDOG_LOOKAHEAD) if max_cycles else max_insns
+        self.timing = estimate_program(self.cfg, self.program(limit), per_insn=True)
         while not self.done:
             if self.pc >= max_insns:
                 raise SimError(f"no END after {max_insns} instructions")
             insn = self.fetch()
             self.execute(insn)
-            if max_cycles and self.timeline.t > max_cycles:
-                raise SimError(f"no END within the cycle limit of {max_cycles} (cycle "
-                               f"{self.timeline.t} at instruction {self.pc}); raise the limit "
-                               f"(--timeout-cycles) or check the program")
+            if max_cycles:
+                self._watchdog(insn, max_cycles)
             self.pc += 1
         end = max(self.image_len, self.top)
         mem = self.mem[:end].tobytes()
+        cycles = self.timing.total
         stats = {
             "instructions": dict(sorted((k.name, v) for k, v in self.counts.items())),
             "dma_words": dict(self.dma_words),
-            "busy": dict(self.timeline.busy),
-            "cycles": self.timeline.t,
+            "compute_steps": self.timing.compute_steps,
+            "cycles": cycles,
         }
-        return FunctionalResult(mem, self.timeline.t, list(self.marks), stats)
+        return FunctionalResult(mem, cycles, list(self.marks), stats)
 
     def execute(self, insn: Insn) -> None:
         self.counts[insn.op] += 1
         op, a = insn.op, insn.args
-        regs_snapshot = self.regs
         if op == Opcode.SET:
-            self.regs = dict(self.regs)
             self.regs[a["reg"]] = a["value"]
         elif op == Opcode.LOAD:
             self._dma(a, load=True)
@@ -278,14 +216,22 @@ class FunctionalSim:
             if a["mask"] & SyncMask.COMPUTE:
                 self.pending["compute"] = {}
         elif op == Opcode.MARK:
-            self.marks.append((a["id"], self.timeline.t))
+            self.marks.append((a["id"], self._mark_cycle()))
         elif op == Opcode.END:
             self.done = True
         elif op == Opcode.NOP:
             pass
         else:  # pragma: no cover - decode() rejects unknown opcodes
             raise SimError(f"instruction {self.pc}: unknown opcode {op}")
-        self.timeline.step(insn, regs_snapshot if op != Opcode.SET else self.regs)
+
+    def _mark_cycle(self) -> int:
+        """The cycle the model reports for the MARK being executed (the RTL's stamp)."""
+        t = self.timing
+        n = len(self.marks)
+        if t is None or n >= len(t.marks):
+            raise SimError(f"instruction {self.pc}: MARK beyond the program as loaded "
+                           f"(did the program overwrite itself?)")
+        return t.marks[n][1]
 
     def _dma(self, a: dict[str, int], *, load: bool) -> None:
         B = self.B
@@ -506,23 +452,7 @@ class FunctionalSim:
 
 
 def run_program(cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True,
-                cycle_model: CycleModel | None = None,
                 max_cycles: int | None = None) -> FunctionalResult:
     """Run the program at word 0 of ``memory`` to END (``max_cycles``: see
     :meth:`FunctionalSim.run`)."""
-    return FunctionalSim(cfg, memory, check_hazards=check_hazards,
-                         cycle_model=cycle_model).run(max_cycles=max_cycles)
-
-
-def estimate_cycles(cfg: CoreConfig, insns: list[Insn],
-                    cycle_model: CycleModel | None = None) -> int:
-    """The cycle estimate of a program without executing its data (timing replay only)."""
-    tl = _Timeline(cycle_model or CycleModel(), cfg)
-    regs: dict[int, int] = {}
-    for insn in insns:
-        if insn.op == Opcode.SET:
-            regs[insn.args["reg"]] = insn.args["value"]
-        tl.step(insn, regs)
-        if insn.op == Opcode.END:
-            break
-    return tl.t
+    return FunctionalSim(cfg, memory, check_hazards=check_hazards).run(max_cycles=max_cycles)

@@ -26,16 +26,9 @@ from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.isa import WFMT_RAW, Buf, Insn, Mode, Opcode, Reg, SyncMask
 from shiftbook.placement import Placement
-from shiftbook.sw.compiler.conv import (
-    MAX_WORDS,
-    CompileError,
-    _dma_cycles,
-    _up,
-    dma_pieces,
-    input_bands,
-    out_band_limit,
-)
+from shiftbook.sw.compiler.dma import MAX_WORDS, dma_pieces, feed_dma
 from shiftbook.sw.compiler.emitter import Emitter, Slot
+from shiftbook.sw.compiler.tiling import CompileError, input_bands, out_band_limit, round_up
 from shiftbook.sw.ir import MaxPool2d, SumPool2d
 
 __all__ = ["PoolPlan", "plan_pool", "pool_bias_bytes", "schedule_pool", "pool_layer_meta"]
@@ -116,9 +109,9 @@ def plan_pool(op: PoolOp, x: Placement, y: Placement, cfg: CoreConfig) -> PoolPl
                            f"not fit the {cfg.abuf_bytes}-byte activation buffer")
     per = min(per, gch)
     ranges = [(c0, min(gch, c0 + per)) for c0 in range(0, gch, per)]
-    act_slot = _up(per * a_plane, B)
+    act_slot = round_up(per * a_plane, B)
     n_act = max(1, min(2, cfg.abuf_bytes // act_slot))
-    out_slot = _up(bo * y.pitch, B)
+    out_slot = round_up(bo * y.pitch, B)
     return PoolPlan(op.name, mode, C, H, W, KH, KW, sy, sx, (pt, pl, pb, pr), OH, OW, groups,
                     bands, band_in, ranges, a_plane, act_slot, n_act, out_slot, n_out)
 
@@ -132,22 +125,9 @@ def pool_bias_bytes(op: PoolOp, cfg: CoreConfig) -> bytes:
     return bytes(row)
 
 
-def schedule_pool(em: Emitter, op: PoolOp, plan: PoolPlan, cfg: CoreConfig, x: Placement,
-                  y: Placement, b_addr: int, layer_index: int) -> dict[str, Any]:
-    """Emit one pooling layer's instructions (ending with ``SYNC ALL; MARK layer_index``)."""
-    B = cfg.bus_bytes
-    R, NC = cfg.rows, cfg.cols
-    brow_w = cfg.bbuf_row_bytes // B
-    obank_w = cfg.obuf_bytes // B
-    pt, pl, _, _ = plan.pad
-
-    acts = [Slot("ACT", i, i * plan.act_slot_bytes, plan.act_slot_bytes)
-            for i in range(plan.n_act)]
-    outs = [Slot("OUT", i, i * plan.out_slot_bytes, plan.out_slot_bytes)
-            for i in range(plan.n_out)]
-    bias = Slot("BIAS", 0, 0, 1)
-
-    # ---- layer registers ----
+def _set_pool_registers(em: Emitter, plan: PoolPlan, x: Placement, y: Placement) -> None:
+    """The layer registers of a pooling layer (every one written, NCH = 1)."""
+    _, pl, _, _ = plan.pad
     a_wrap = plan.sy * x.pitch - (plan.OW - 1) * plan.sx
     o_wrap = y.pitch - (plan.OW - 1)
     for reg, val in ((Reg.IN_H, plan.H), (Reg.IN_W, plan.W), (Reg.A_PITCH, x.pitch),
@@ -157,6 +137,54 @@ def schedule_pool(em: Emitter, op: PoolOp, plan: PoolPlan, cfg: CoreConfig, x: P
                      (Reg.NCH, 1), (Reg.MODE, int(plan.mode)), (Reg.FLAGS, 0),
                      (Reg.WFMT, WFMT_RAW)):
         em.set(reg, val, force=True)
+
+
+def _emit_pool_computes(em: Emitter, plan: PoolPlan, cfg: CoreConfig, x: Placement,
+                        y: Placement, b: int, chans: tuple[int, int], slots: list[Slot],
+                        needs: list[int]) -> int:
+    """The COMPUTEs of one ACT load (band ``b``, channels ``chans``; ``slots`` = ACT, OUT,
+    BIAS): per tile, one per channel, each followed by DMA pieces for about as long as it
+    runs. Returns how many."""
+    R, NC = cfg.rows, cfg.cols
+    pt, pl, _, _ = plan.pad
+    sa, so, _ = slots
+    c0, c1 = chans
+    oy0, oy1 = plan.bands[b]
+    lo, _ = plan.band_in[b]
+    n = 0
+    for p0 in plan.tiles(b, R):
+        npix = min(R, oy1 * plan.OW - p0)
+        oy, ox = divmod(p0, plan.OW)
+        iy0, ix0 = oy * plan.sy - pt, ox * plan.sx - pl
+        for c in range(c0, c1):
+            insn = Insn(Opcode.COMPUTE, {
+                "clear": 1, "drain": 1, "ox0": ox, "iy0": iy0, "ix0": ix0, "npix": npix,
+                "col0": c % NC, "ncols": 1,
+                "act_base": sa.base + (c - c0) * plan.a_plane + (iy0 - lo) * x.pitch + ix0,
+                "o_off": so.base + (oy - oy0) * y.pitch + ox,
+                "wgt_base": 0, "bias_row": 0,
+            })
+            em.emit_compute(insn, slots, needs)
+            n += 1
+            feed_dma(em, cfg, plan.KH * plan.KW)
+    return n
+
+
+def schedule_pool(em: Emitter, op: PoolOp, plan: PoolPlan, cfg: CoreConfig, x: Placement,
+                  y: Placement, b_addr: int, layer_index: int) -> dict[str, Any]:
+    """Emit one pooling layer's instructions (ending with ``SYNC ALL; MARK layer_index``)."""
+    B = cfg.bus_bytes
+    NC = cfg.cols
+    brow_w = cfg.bbuf_row_bytes // B
+    obank_w = cfg.obuf_bytes // B
+
+    acts = [Slot("ACT", i, i * plan.act_slot_bytes, plan.act_slot_bytes)
+            for i in range(plan.n_act)]
+    outs = [Slot("OUT", i, i * plan.out_slot_bytes, plan.out_slot_bytes)
+            for i in range(plan.n_out)]
+    bias = Slot("BIAS", 0, 0, 1)
+
+    _set_pool_registers(em, plan, x, y)
 
     # The bias row: once for the whole layer.
     bias.assign("bias")
@@ -198,7 +226,6 @@ def schedule_pool(em: Emitter, op: PoolOp, plan: PoolPlan, cfg: CoreConfig, x: P
                             MAX_WORDS)
         em.enqueue([(p, None) for p in pieces], slot, front=True)
 
-    budget = plan.KH * plan.KW
     cur: tuple[int, int, int] | None = None   # (band, group, unit) being computed
     n_compute = 0
     for i, (b, g, c0, c1) in enumerate(loads):
@@ -214,30 +241,8 @@ def schedule_pool(em: Emitter, op: PoolOp, plan: PoolPlan, cfg: CoreConfig, x: P
         so = outs[u % plan.n_out]
         no = em.ready(so)
         nb = em.ready(bias)
-        oy0, oy1 = plan.bands[b]
-        lo, _ = plan.band_in[b]
-        for p0 in plan.tiles(b, R):
-            npix = min(R, oy1 * plan.OW - p0)
-            oy, ox = divmod(p0, plan.OW)
-            iy0, ix0 = oy * plan.sy - pt, ox * plan.sx - pl
-            for c in range(c0, c1):
-                insn = Insn(Opcode.COMPUTE, {
-                    "clear": 1, "drain": 1, "ox0": ox, "iy0": iy0, "ix0": ix0, "npix": npix,
-                    "col0": c % NC, "ncols": 1,
-                    "act_base": sa.base + (c - c0) * plan.a_plane + (iy0 - lo) * x.pitch + ix0,
-                    "o_off": so.base + (oy - oy0) * y.pitch + ox,
-                    "wgt_base": 0, "bias_row": 0,
-                })
-                em.emit_compute(insn, [sa, so, bias], [na, no, nb])
-                n_compute += 1
-                # Feed the DMA unit for about as long as this COMPUTE runs.
-                spent = 0
-                while em.queue:
-                    dur = _dma_cycles(em.queue[0][0], cfg)
-                    if spent and spent + dur > budget:
-                        break
-                    spent += dur
-                    em.pop()
+        n_compute += _emit_pool_computes(em, plan, cfg, x, y, b, (c0, c1), [sa, so, bias],
+                                         [na, no, nb])
     em.sync(int(SyncMask.COMPUTE))
     assert cur is not None
     store_unit(*cur)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shiftbook.timing import LayerTraffic, estimate_program
+
 __all__ = [
     "EnergyError", "EnergyTable", "load_table", "DEFAULT_TABLE_PATH", "LAYER_FIELDS",
     "DESIGNS", "layer_energy", "network_energy", "NetworkEnergy", "format_table",
@@ -327,75 +329,13 @@ def format_table(table: EnergyTable, *, acc_bits: int = 32) -> str:
 _MAC_OPS = ("conv2d", "linear", "conv")
 
 
-@dataclass
-class _Traffic:
-    """What one MARK segment (one layer) of a program moves and reads, counted from its
-    instructions (``_program_traffic``)."""
-    load_words: dict[int, int] = field(default_factory=dict)   # Buf -> bus words loaded
-    store_words: int = 0
-    steps: int = 0             # reduction steps of every COMPUTE (all modes)
-    mac_steps: int = 0         # of MAC-mode COMPUTEs: one WGT row each in raw mode
-    drains: int = 0            # COMPUTEs that drain (one BIAS row read each)
-    wgt_reads: int = 0         # WGT rows read: raw steps + packed index rows of codebook tiles
-    cb_steps: int = 0          # steps of codebook (WFMT=1) tiles: one decoded code per column
-    cb_codes: int = 0          # codes LOAD CB writes into each decoder lane
-
-    def words(self, *bufs: int) -> int:
-        return sum(self.load_words.get(int(b), 0) for b in bufs)
-
-
-def _program_traffic(insns: Iterable[Any], bus_bytes: int) -> dict[int, _Traffic]:
-    """Per MARK id: the words each LOAD target received, the words stored, and the WGT row
-    and codebook reads of the COMPUTEs (registers tracked as the core latches them)."""
-    from shiftbook.isa import WFMT_CODEBOOK, Buf, Mode, Opcode, Reg
-
-    segs: dict[int, _Traffic] = {}
-    cur = _Traffic()
-    regs: dict[int, int] = {}
-    for insn in insns:
-        op, a = insn.op, insn.args
-        if op == Opcode.LOAD:
-            b = int(a["buf"])
-            n = a["words"] * a["runs"]
-            cur.load_words[b] = cur.load_words.get(b, 0) + n
-            if b == Buf.CB:     # CB_K * CB_D codes into every lane (fewer if fewer arrive)
-                cur.cb_codes += min(n * bus_bytes,
-                                    max(1, regs.get(Reg.CB_K, 1)) * max(1, regs.get(Reg.CB_D, 1)))
-        elif op == Opcode.STORE:
-            cur.store_words += a["words"] * a["runs"]
-        elif op == Opcode.SET:
-            regs[int(a["reg"])] = a["value"]
-        elif op == Opcode.COMPUTE:
-            steps = (max(1, regs.get(Reg.NCH, 1) & 0xFFFF) * max(1, regs.get(Reg.KH, 1) & 0xFFFF)
-                     * max(1, regs.get(Reg.KW, 1) & 0xFFFF))
-            cur.steps += steps
-            cur.drains += 1 if a.get("drain") else 0
-            if regs.get(Reg.MODE, 0) == Mode.MAC:
-                cur.mac_steps += steps
-                if regs.get(Reg.WFMT, 0) == WFMT_CODEBOOK:
-                    d = max(1, regs.get(Reg.CB_D, 1))
-                    per_row = max(1, regs.get(Reg.IDX_PER_ROW, 1))
-                    # one index row per block, IDX_PER_ROW index rows per WGT row; a tile's
-                    # first index row starts a WGT row (docs/decoder.md)
-                    blocks = -(-steps // d)
-                    cur.wgt_reads += -(-blocks // per_row)
-                    cur.cb_steps += steps
-                else:
-                    cur.wgt_reads += steps
-        elif op == Opcode.MARK:
-            segs[int(a["id"])] = cur
-            cur = _Traffic()
-        elif op == Opcode.END:
-            break
-    return segs
-
-
 def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
     """Per-layer event counts of a bundle (a ``Bundle`` or a compiler ``CompiledProgram``):
     its program's instructions for what moves and what the weight path reads, its layer
     metadata for the arithmetic.
 
-    Counted from the instructions of each layer's MARK segment:
+    Counted from the instructions of each layer's MARK segment by the cycle model
+    (``shiftbook.timing``: ``LayerCycles.compute_steps`` and ``LayerCycles.traffic``):
 
     - external memory: the bus words of every LOAD (ACT, RES: ``ext_bytes``; WGT and CB:
       ``ext_weight_bytes``; BIAS: ``ext_param_bytes``) and every STORE (``ext_bytes``),
@@ -421,12 +361,14 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
     insns = getattr(bundle, "insns", None)
     if insns is None:
         insns = bundle.program
-    traffic = _program_traffic(insns, B)
+    segments = {seg.mark: seg for seg in estimate_program(cfg, insns).layers}
     row_b = cfg.wbuf_row_bytes
     cb_size = max(1, cfg.max_k * cfg.max_d * cfg.code_bits // 8)
     out = []
     for lay in bundle.layers:
-        tr = traffic.get(int(lay.get("index", -1)), _Traffic())
+        seg = segments.get(int(lay.get("index", -1)))
+        tr = seg.traffic if seg is not None else LayerTraffic()
+        steps = seg.compute_steps if seg is not None else 0
         tin, tout = tensors[lay["input"]], tensors[lay["output"]]
         cin = tin.shape[0]
         cout, oh, ow = tout.shape
@@ -446,7 +388,7 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
         else:
             dense_read = wgt_bytes
         buffers: dict[str, dict[str, Any]] = {
-            "ACT": {"bytes": cfg.abuf_bytes, "reads": tr.steps * cfg.rows, "width": 8,
+            "ACT": {"bytes": cfg.abuf_bytes, "reads": steps * cfg.rows, "width": 8,
                     "writes": tr.words(Buf.ACT), "kind": "data"},
             "WGT": {"bytes": cfg.wbuf_rows * row_b, "reads": tr.wgt_reads,
                     "width": 8 * row_b, "writes": tr.words(Buf.WGT), "kind": "weight",

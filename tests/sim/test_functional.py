@@ -12,9 +12,10 @@ from shiftbook import numerics as nx
 from shiftbook.config import PRESETS, CoreConfig
 from shiftbook.isa import Buf, Insn, Mode, Opcode, Reg, SyncMask, encode_program
 from shiftbook.sim.compare import compare_tensors
-from shiftbook.sim.functional import HazardError, SimError, estimate_cycles, run_program
+from shiftbook.sim.functional import HazardError, SimError, run_program
 from shiftbook.sw.compiler import compile_graph, unpack_tensor
 from shiftbook.sw.reference import random_layer, run_graph
+from shiftbook.timing import estimate_program
 
 CONFIGS = {
     "tiny": PRESETS["tiny"],
@@ -97,9 +98,12 @@ def test_random_shapes_on_random_configs(seed):
     assert np.array_equal(unpack_tensor(res.memory, prog.tensors["y"]), golden["y"])
 
 
-def test_cycle_estimate_is_the_same_replay():
+def test_cycles_are_the_exact_models():
+    """The functional simulator reports the cycle model's total and MARK stamps."""
     _, _, prog, res, _ = _run("3x3", CONFIGS["small"])
-    assert estimate_cycles(CONFIGS["small"], prog.insns) == res.cycles
+    est = estimate_program(CONFIGS["small"], prog.insns)
+    assert (res.cycles, res.marks) == (est.total, est.marks)
+    assert res.stats["cycles"] == est.total
 
 
 def test_missing_sync_is_a_hazard():

@@ -254,16 +254,16 @@ def test_port_spreads_stalls_evenly() -> None:
     """25 % stalls: cycles 3, 7, 11, ... refuse requests; fetch takes only accepted cycles."""
     from fractions import Fraction
 
-    from shiftbook.timing import _Port
+    from shiftbook.timing_units import MemoryPort
 
-    port = _Port(Fraction(1, 4))
+    port = MemoryPort(Fraction(1, 4))
     assert [t for t in range(12) if port.stalled(t)] == [3, 7, 11]
     assert port.next_ready(3) == 4 and port.next_ready(2) == 2
     assert port.nth_free(0, 5) == 5            # 0 1 2 4 5
     port.taken = [1, 4]
     assert port.nth_free(0, 5) == 8            # 0 2 5 6 8
     assert port.nth_free(3, 1) == 5
-    assert _Port().nth_free(0, 5) == 4
+    assert MemoryPort().nth_free(0, 5) == 4
 
 
 def test_stall_model_slows_memory_bound_programs() -> None:
