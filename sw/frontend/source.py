@@ -6,6 +6,7 @@ plus the ``shiftbook compress`` format records whose codes must be kept.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,20 @@ def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
     if path.suffix == ".pt2":
         if not path.is_file():
             raise FrontendError(f"{path} does not exist")
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":      # torch.export.save writes a zip archive
+                raise FrontendError(f"{path} is not a .pt2 file (not a torch.export zip "
+                                    f"archive)")
+        log = logging.getLogger("torch.export")     # it logs a traceback on a bad archive
+        level = log.level
+        log.setLevel(logging.ERROR)
         try:
             ep = torch.export.load(str(path))
         except Exception as e:  # noqa: BLE001 - unreadable file
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise FrontendError(f"cannot load {path} with torch.export.load: {first}") from None
+        finally:
+            log.setLevel(level)
         return ModelSource(ep, {}, path.name)
     from shiftbook.sw.models import MODELS, build_model
 

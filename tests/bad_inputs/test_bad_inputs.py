@@ -41,8 +41,8 @@ def test_corpus_has_no_tracebacks_and_no_silent_successes(fixtures, tmp_path, ca
                     "tools"}
 
 
-SUBPROCESS_CASES = ["config/binary/compile", "model/random.pt/compile", "input/pickled.npy",
-                    "bundle/layer-missing-macs/estimate"]
+SUBPROCESS_CASES = ["config/binary/compile", "model/random.pt/compile", "model/zipnot.pt2/compile",
+                    "input/pickled.npy", "bundle/layer-missing-macs/estimate"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
