@@ -106,6 +106,20 @@ def test_cycles_are_the_exact_models():
     assert res.stats["cycles"] == est.total
 
 
+def test_cycle_limit_is_the_exact_models():
+    """The watchdog passes at exactly the model's total and stops one cycle short at END."""
+    cfg = CONFIGS["small"]
+    _, _, prog, res, _ = _run("3x3", cfg)
+    assert run_program(cfg, prog.memory, max_cycles=res.cycles).cycles == res.cycles
+    end = len(prog.insns) - 1
+    with pytest.raises(SimError, match=rf"limit of {res.cycles - 1} \(cycle {res.cycles} at "
+                                       rf"instruction {end}\)"):
+        run_program(cfg, prog.memory, max_cycles=res.cycles - 1)
+    first_mark = res.marks[0][1]
+    with pytest.raises(SimError, match="no END within the cycle limit"):
+        run_program(cfg, prog.memory, max_cycles=first_mark // 2)
+
+
 def test_missing_sync_is_a_hazard():
     cfg = CONFIGS["small"]
     layer = random_layer("conv", 4, 8, 3, seed=0)
