@@ -354,19 +354,52 @@ class FunctionalSim:
             raise SimError(f"instruction {self.pc}: npix={npix}/col0={col0}/ncols={ncols} "
                            f"exceed the {R}x{NC} array")
         mode = g[Reg.MODE]
-        # Pixel walk.
+        rows_a = self._walk(a, g)
+        spans: list[tuple[str, Any, Any]] = []
+        x, valid = self._gather(rows_a, g, spans)
+        if a["clear"]:
+            self.acc[:] = nx.int_range(cfg.acc_bits)[0] if mode == Mode.MAX else 0
+        acc = self.acc
+        if g[Reg.WFMT] not in (WFMT_RAW, WFMT_CODEBOOK):
+            raise SimError(f"instruction {self.pc}: unknown WFMT {g[Reg.WFMT]}")
+        if mode == Mode.MAC:
+            # A shift product ±(x << e) equals x * decode_shift(code) exactly (int64), so the
+            # reduction is one integer matrix product (invalid positions contribute 0).
+            acc[:npix] += np.where(valid, x, 0) @ self._mac_weights(a, g, x.shape[1], spans)
+        elif mode == Mode.MAX:
+            m = np.where(valid, x, nx.int_range(cfg.acc_bits)[0]).max(axis=1, initial=-(1 << 62))
+            acc[:npix] = np.maximum(acc[:npix], m[:, None])
+        elif mode == Mode.SUM:
+            acc[:npix] += np.where(valid, x, 0).sum(axis=1)[:, None]
+        else:
+            raise SimError(f"instruction {self.pc}: unknown MODE {mode}")
+        lo, hi = nx.int_range(cfg.acc_bits)
+        if acc.min() < lo or acc.max() > hi:
+            raise SimError(f"instruction {self.pc}: accumulator overflow "
+                           f"({int(acc.min())}..{int(acc.max())} beyond {cfg.acc_bits} bits)")
+        if a["drain"] and npix and ncols:
+            self._drain(a, g, rows_a, spans)
+        self._touch("compute", self.pc, spans)
+
+    def _walk(self, a: dict[str, int], g: dict[Reg, int]) -> np.ndarray:
+        """The pixel walk: per PE row (the first ``npix``), its first input row and column,
+        ACT address and OUT offset, shape ``(npix, 4)``."""
         ox, iy0, ix0, ab, oo = a["ox0"], a["iy0"], a["ix0"], a["act_base"], a["o_off"]
         rows = []
-        for _ in range(R):
+        for _ in range(self.cfg.rows):
             rows.append((iy0, ix0, ab, oo))
             if ox + 1 < g[Reg.OUT_W]:
                 ox, ix0, ab, oo = ox + 1, ix0 + g[Reg.STRIDE_X], ab + g[Reg.STRIDE_X], oo + 1
             else:
                 ox, ix0, iy0 = 0, -g[Reg.PAD_L], iy0 + g[Reg.STRIDE_Y]
                 ab, oo = ab + g[Reg.A_WRAP], oo + g[Reg.O_WRAP]
-        rows_a = np.array(rows[:npix], dtype=np.int64).reshape(-1, 4)
+        return np.array(rows[:a["npix"]], dtype=np.int64).reshape(-1, 4)
+
+    def _gather(self, rows_a: np.ndarray, g: dict[Reg, int],
+                spans: list[tuple[str, Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """The activations each row reads per reduction step (0 where padding) and where
+        they are valid, both ``(npix, NCH*KH*KW)``; ACT reads recorded in ``spans``."""
         nch, kh, kw = g[Reg.NCH], g[Reg.KH], g[Reg.KW]
-        K = nch * kh * kw
         c, ky, kx = np.meshgrid(np.arange(nch), np.arange(kh), np.arange(kw), indexing="ij")
         c, ky, kx = c.reshape(-1), ky.reshape(-1), kx.reshape(-1)
         iy = rows_a[:, 0:1] + ky[None]
@@ -374,7 +407,6 @@ class FunctionalSim:
         valid = (iy >= 0) & (iy < g[Reg.IN_H]) & (ix >= 0) & (ix < g[Reg.IN_W])
         addr = rows_a[:, 2:3] + c[None] * g[Reg.A_PLANE] + ky[None] * g[Reg.A_PITCH] + kx[None]
         act = self.bufs["ACT"]
-        spans: list[tuple[str, Any, Any]] = []
         if valid.any():
             va = addr[valid]
             if va.min() < 0 or va.max() >= act.size:
@@ -390,65 +422,54 @@ class FunctionalSim:
                 spans.append(("ACT", lo3, hi3))
         x = np.zeros(addr.shape, np.int64)
         x[valid] = act[addr[valid]].view(np.int8)
-        if a["clear"]:
-            self.acc[:] = nx.int_range(cfg.acc_bits)[0] if mode == Mode.MAX else 0
-        acc = self.acc
-        wfmt = g[Reg.WFMT]
-        if wfmt not in (WFMT_RAW, WFMT_CODEBOOK):
-            raise SimError(f"instruction {self.pc}: unknown WFMT {wfmt}")
-        if mode == Mode.MAC:
-            wb = a["wgt_base"]
-            wrow = cfg.wbuf_row_bytes
-            if wfmt == WFMT_CODEBOOK:
-                w = self._codebook_weights(g, K, wb, spans)
-            else:
-                if wb + K > cfg.wbuf_rows:
-                    raise SimError(f"instruction {self.pc}: WGT rows [{wb}, {wb + K}) beyond "
-                                   f"{cfg.wbuf_rows}")
-                w = self.bufs["WGT"][wb * wrow: (wb + K) * wrow].reshape(K, wrow)[:, :NC]
-                spans.append(("WGT", wb * wrow, (wb + K) * wrow))
-            # A shift product ±(x << e) equals x * decode_shift(code) exactly (int64), so the
-            # reduction is one integer matrix product (invalid positions contribute 0).
-            if cfg.pe == "mult":
-                wv = w.view(np.int8).astype(np.int64)
-            else:
-                wv = np.asarray(nx.decode_shift(w.astype(np.int64), cfg.exp_bits), np.int64)
-            acc[:npix] += np.where(valid, x, 0) @ wv
-        elif mode == Mode.MAX:
-            m = np.where(valid, x, nx.int_range(cfg.acc_bits)[0]).max(axis=1, initial=-(1 << 62))
-            acc[:npix] = np.maximum(acc[:npix], m[:, None])
-        elif mode == Mode.SUM:
-            acc[:npix] += np.where(valid, x, 0).sum(axis=1)[:, None]
+        return x, valid
+
+    def _mac_weights(self, a: dict[str, int], g: dict[Reg, int], K: int,
+                     spans: list[tuple[str, Any, Any]]) -> np.ndarray:
+        """The ``(K, cols)`` weight values of a MAC reduction (raw WGT rows or codebook
+        decoded); WGT (and CB) reads recorded in ``spans``."""
+        cfg, NC = self.cfg, self.cfg.cols
+        wb = a["wgt_base"]
+        wrow = cfg.wbuf_row_bytes
+        if g[Reg.WFMT] == WFMT_CODEBOOK:
+            w = self._codebook_weights(g, K, wb, spans)
         else:
-            raise SimError(f"instruction {self.pc}: unknown MODE {mode}")
-        lo, hi = nx.int_range(cfg.acc_bits)
-        if acc.min() < lo or acc.max() > hi:
-            raise SimError(f"instruction {self.pc}: accumulator overflow "
-                           f"({int(acc.min())}..{int(acc.max())} beyond {cfg.acc_bits} bits)")
-        if a["drain"] and npix and ncols:
-            flags = g[Reg.FLAGS]
-            cols = np.arange(col0, col0 + ncols)
-            bias, shift, res_shift = self._bias_entries(a["bias_row"], cols)
-            spans.append(("BIAS", a["bias_row"] * cfg.bbuf_row_bytes,
-                          a["bias_row"] * cfg.bbuf_row_bytes + 8 * NC))
-            oo = rows_a[:, 3]
-            if oo.min() < 0 or oo.max() >= cfg.obuf_bytes:
-                raise SimError(f"instruction {self.pc}: OUT offset {int(oo.max())} outside "
-                               f"[0, {cfg.obuf_bytes})")
-            idx = cols[None, :] * cfg.obuf_bytes + oo[:, None]
-            res = None
-            if flags & Flag.RESIDUAL:
-                res = self.bufs["RES"][idx].view(np.int8).astype(np.int64)
-            out = nx.requantize(acc[:npix][:, cols], bias[None], shift[None],
-                                relu=bool(flags & Flag.RELU), residual=res,
-                                res_shift=res_shift[None])
-            self.bufs["OUT"][idx] = np.asarray(out).astype(np.int8).view(np.uint8)
-            for j in cols:
-                span = (int(j * cfg.obuf_bytes + oo.min()), int(j * cfg.obuf_bytes + oo.max() + 1))
-                spans.append(("OUT", *span))
-                if res is not None:
-                    spans.append(("RES", *span))
-        self._touch("compute", self.pc, spans)
+            if wb + K > cfg.wbuf_rows:
+                raise SimError(f"instruction {self.pc}: WGT rows [{wb}, {wb + K}) beyond "
+                               f"{cfg.wbuf_rows}")
+            w = self.bufs["WGT"][wb * wrow: (wb + K) * wrow].reshape(K, wrow)[:, :NC]
+            spans.append(("WGT", wb * wrow, (wb + K) * wrow))
+        if cfg.pe == "mult":
+            return w.view(np.int8).astype(np.int64)
+        return np.asarray(nx.decode_shift(w.astype(np.int64), cfg.exp_bits), np.int64)
+
+    def _drain(self, a: dict[str, int], g: dict[Reg, int], rows_a: np.ndarray,
+               spans: list[tuple[str, Any, Any]]) -> None:
+        """Requantize the tile's accumulators of columns ``[col0, col0 + ncols)`` into OUT
+        (with the residual from RES if FLAGS says so); BIAS, OUT, RES recorded in ``spans``."""
+        cfg, NC, npix = self.cfg, self.cfg.cols, a["npix"]
+        flags = g[Reg.FLAGS]
+        cols = np.arange(a["col0"], a["col0"] + a["ncols"])
+        bias, shift, res_shift = self._bias_entries(a["bias_row"], cols)
+        spans.append(("BIAS", a["bias_row"] * cfg.bbuf_row_bytes,
+                      a["bias_row"] * cfg.bbuf_row_bytes + 8 * NC))
+        oo = rows_a[:, 3]
+        if oo.min() < 0 or oo.max() >= cfg.obuf_bytes:
+            raise SimError(f"instruction {self.pc}: OUT offset {int(oo.max())} outside "
+                           f"[0, {cfg.obuf_bytes})")
+        idx = cols[None, :] * cfg.obuf_bytes + oo[:, None]
+        res = None
+        if flags & Flag.RESIDUAL:
+            res = self.bufs["RES"][idx].view(np.int8).astype(np.int64)
+        out = nx.requantize(self.acc[:npix][:, cols], bias[None], shift[None],
+                            relu=bool(flags & Flag.RELU), residual=res,
+                            res_shift=res_shift[None])
+        self.bufs["OUT"][idx] = np.asarray(out).astype(np.int8).view(np.uint8)
+        for j in cols:
+            span = (int(j * cfg.obuf_bytes + oo.min()), int(j * cfg.obuf_bytes + oo.max() + 1))
+            spans.append(("OUT", *span))
+            if res is not None:
+                spans.append(("RES", *span))
 
 
 def run_program(cfg: CoreConfig, memory: bytes, *, check_hazards: bool = True,
