@@ -10,6 +10,9 @@ its time importing torch), with stdout/stderr captured and ``SystemExit`` caught
 - **silent**: exit status 0 (a bad input accepted), or still working after ``CASE_LIMIT_S``
   seconds (the input was not refused up front).
 
+Each record also lists ``left``: the files a failed case left in its work directory (a
+refused command writes nothing).
+
 ``python -m tests.bad_inputs.runner`` runs the whole table, prints the counts and writes
 ``bench/out/bad_inputs.json``; tests/bad_inputs/test_bad_inputs.py runs it under pytest.
 """
@@ -107,6 +110,11 @@ def prepare(case: Case, fx: Fixtures, workdir: Path) -> tuple[list[str], dict[st
     return argv, env
 
 
+def _listing(w: Path) -> set[Path]:
+    """Every path under ``w`` (what a failed command must not add to)."""
+    return set(w.rglob("*")) if w.is_dir() else set()
+
+
 def _chmod_tree(p: Path) -> None:
     for d, _, _ in os.walk(p):
         with contextlib.suppress(OSError):
@@ -135,6 +143,8 @@ def run_case(case: Case, fx: Fixtures, workdir: Path, limit_s: int = CASE_LIMIT_
     from shiftbook.cli import main
 
     argv, env = prepare(case, fx, workdir)
+    w = workdir / case.id.replace("/", "__")
+    before = _listing(w)
     saved = {k: os.environ.get(k) for k in env} | {"PATH": os.environ.get("PATH")}
     os.environ.update(env)
     out, err = io.StringIO(), io.StringIO()
@@ -164,10 +174,11 @@ def run_case(case: Case, fx: Fixtures, workdir: Path, limit_s: int = CASE_LIMIT_
                 os.environ[k] = v
     text = err.getvalue()
     outcome = classify(rc, text, case.expect)
+    left = sorted(str(p.relative_to(w)) for p in _listing(w) - before)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return {"id": case.id, "category": case.category, "argv": argv, "outcome": outcome,
             "rc": rc, "error": lines[-1] if lines else "", "expect": case.expect,
-            "seconds": round(time.monotonic() - t0, 2),
+            "seconds": round(time.monotonic() - t0, 2), "left": left,
             **({"stderr": text[-3000:]} if outcome == "traceback" else {})}
 
 

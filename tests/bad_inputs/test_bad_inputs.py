@@ -36,6 +36,8 @@ def test_corpus_has_no_tracebacks_and_no_silent_successes(fixtures, tmp_path, ca
     bad = [(c["id"], c["outcome"], c["error"] or c.get("stderr", "")[-300:])
            for c in rec["cases"] if c["outcome"] != "clean" and c["id"] not in PENDING_LOADER]
     assert not bad, "\n".join(f"{i}: {o}: {e}" for i, o, e in bad)
+    left = [(c["id"], c["left"]) for c in rec["cases"] if c["left"]]
+    assert not left, f"refused commands left files behind: {left}"
     cats = {c["category"] for c in rec["cases"]}
     assert cats >= {"config", "model", "option", "input", "bundle", "energy", "output",
                     "tools"}
