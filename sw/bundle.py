@@ -179,6 +179,7 @@ def load_bundle(path: str | Path, config: CoreConfig | None = None) -> Bundle:
         raise BundleError(f"bundle {path}: memory image larger than the core's address space")
     insns = _read_program(path, typed, cfg, memory)
     _check_ranges(path, typed, len(memory))
+    _check_layers_fit(path, typed, cfg, insns)
     bundle = Bundle(path, typed, cfg, memory)
     _check_weight_formats(bundle, insns)
     return bundle
@@ -268,6 +269,31 @@ def _read_program(path: Path, typed: Manifest, cfg: CoreConfig, memory: bytes) -
         raise BundleError(f"bundle {path}: the program does not fit its config "
                           f"{cfg.name!r}: {unfit}")
     return insns
+
+
+def _check_layers_fit(path: Path, typed: Manifest, cfg: CoreConfig, insns: list[Insn]) -> None:
+    """The layers are the program's: one MARK per layer, in order, and every layer tiled for
+    this config's array and every tensor laid out for its bus (a manifest that declares another
+    core than the one its program was compiled for is refused)."""
+    marks = [insn.args["id"] for insn in insns if insn.op == Opcode.MARK]
+    want = [lay.index for lay in typed.layers]
+    if marks != want:
+        raise BundleError(f"bundle {path}: the program's MARKs {_brief(marks)} do not match "
+                          f"the manifest's {len(want)} layer(s) {_brief(want)}")
+    for lay in typed.layers:
+        if (lay.tiles.rows, lay.tiles.cols) != (cfg.rows, cfg.cols):
+            raise BundleError(f"bundle {path}: layer {lay.index} ({lay.name!r}) was tiled for a "
+                              f"{lay.tiles.rows}x{lay.tiles.cols} array, its config "
+                              f"{cfg.name!r} has {cfg.rows}x{cfg.cols}; recompile the bundle")
+    for p in typed.tensors.values():
+        if p.addr % cfg.bus_bytes or p.pitch % cfg.bus_bytes:
+            raise BundleError(f"bundle {path}: tensor {p.name!r} (address {p.addr}, pitch "
+                              f"{p.pitch}) is not laid out for the {cfg.bus_bytes}-byte bus "
+                              f"of config {cfg.name!r}; recompile the bundle")
+
+
+def _brief(v: list[int]) -> str:
+    return str(v) if len(v) <= 6 else f"[{v[0]}, {v[1]}, ..., {v[-1]}] ({len(v)})"
 
 
 def _check_ranges(path: Path, typed: Manifest, size: int) -> None:

@@ -94,3 +94,29 @@ def test_parse_manifest_refuses_non_objects():
     for bad in (None, [], "x", 3):
         with pytest.raises(ManifestError, match="not a JSON object"):
             parse_manifest(bad)
+
+
+def _rewrite(bundle_dir, tmp_path, edit):
+    d = tmp_path / "b"
+    shutil.copytree(bundle_dir, d)
+    m = sign_manifest(edit(copy.deepcopy(_manifest(bundle_dir))))
+    (d / "manifest.json").write_text(json.dumps(m))
+    return d
+
+
+def test_layers_must_be_the_programs(bundle_dir, tmp_path):
+    d = _rewrite(bundle_dir, tmp_path, _edit(lambda m: m.__setitem__("layers", [])))
+    with pytest.raises(BundleError, match=r"the program's MARKs \[0\] do not match the "
+                                          r"manifest's 0 layer"):
+        load_bundle(d)
+
+
+def test_another_presets_config_is_refused(bundle_dir, tmp_path):
+    other = PRESETS["base"]
+
+    def swap(m):
+        m["config"], m["config_hash"] = other.to_dict(), other.hash
+        return m
+
+    with pytest.raises(BundleError, match="was tiled for a 2x2 array, its config 'base'"):
+        load_bundle(_rewrite(bundle_dir, tmp_path, swap))
