@@ -9,6 +9,7 @@ for the semantics of each instruction; this module only defines encodings.
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -150,9 +151,16 @@ def encode(insn: Insn) -> int:
     extra = set(insn.args) - set(fields)
     if extra:
         raise IsaError(f"{insn.op.name} has no field {sorted(extra)[0]!r}")
+    missing = [name for name in fields if name not in insn.args]
+    if missing:
+        raise IsaError(f"{insn.op.name} lacks field {missing[0]!r} (every field of "
+                       f"{insn.op.name} must be given: {', '.join(fields)})")
     word = int(insn.op)
     for name, (lsb, width) in fields.items():
-        v = int(insn.args.get(name, 0))
+        v = insn.args[name]
+        if isinstance(v, bool) or not hasattr(type(v), "__index__"):
+            raise IsaError(f"{insn.op.name}.{name}={v!r} is not an integer")
+        v = operator.index(v)
         if insn.op == Opcode.SET and name == "value":
             lo = -(1 << 31) if _signed(insn.args.get("reg", -1)) else 0
             hi = (1 << 31) - 1 if _signed(insn.args.get("reg", -1)) else (1 << 32) - 1

@@ -63,11 +63,26 @@ def test_signed_set_register():
 
 
 def test_bad_fields_rejected():
+    full = {name: 0 for name in FIELDS[Opcode.COMPUTE]}
     with pytest.raises(IsaError, match="does not fit 7 bits"):
-        encode(Insn(Opcode.COMPUTE, {"npix": 128}))
+        encode(Insn(Opcode.COMPUTE, {**full, "npix": 128}))
     with pytest.raises(IsaError, match="no field 'bogus'"):
         encode(Insn(Opcode.LOAD, {"bogus": 1}))
     with pytest.raises(IsaError, match="unknown opcode 15"):
         decode(15)
     with pytest.raises(IsaError, match="unknown register"):
         decode(int(Opcode.SET) | (200 << 4))
+
+
+def test_missing_or_non_integer_field_is_an_error():
+    """A field left out is refused, never encoded as 0 (and a float or bool is no integer)."""
+    full = {name: 1 for name in FIELDS[Opcode.LOAD]}
+    assert decode(encode(Insn(Opcode.LOAD, full))).args == full
+    for name in FIELDS[Opcode.LOAD]:
+        part = {k: v for k, v in full.items() if k != name}
+        with pytest.raises(IsaError, match=f"LOAD lacks field '{name}'"):
+            encode(Insn(Opcode.LOAD, part))
+    with pytest.raises(IsaError, match="is not an integer"):
+        encode(Insn(Opcode.LOAD, {**full, "words": 2.0}))
+    with pytest.raises(IsaError, match="is not an integer"):
+        encode(Insn(Opcode.SYNC, {"mask": True}))

@@ -272,7 +272,8 @@ def test_core_codebook_layer_sequence():
 def test_core_load_past_cb_is_illegal():
     blob = encode_program([Insn(Opcode.MARK, {"id": 1}),
                            _load(Buf.CB, 64, 1), Insn(Opcode.MARK, {"id": 2}),
-                           Insn(Opcode.LOAD, dict(buf=6, ext_addr=64, words=1, runs=1)),
+                           Insn(Opcode.LOAD, dict(buf=6, ext_addr=64, buf_addr=0, words=1, runs=1,
+                                                  ext_stride=0, buf_stride=0)),
                            Insn(Opcode.MARK, {"id": 3}), Insn(Opcode.END)])
     mem, res = run_core(TINY, blob, max_cycles=300)
     assert res["error"] == 1 and res["done"] == 0

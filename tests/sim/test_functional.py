@@ -154,16 +154,17 @@ def _pool_program(cfg: CoreConfig, mode: Mode, relu: bool = False) -> list[Insn]
     insns = [Insn(Opcode.SET, {"reg": int(r), "value": v}) for r, v in sets.items()]
     insns += [
         Insn(Opcode.LOAD, {"buf": int(Buf.ACT), "ext_addr": 1024 // B, "buf_addr": 0,
-                           "words": 32 // B, "runs": 1}),
+                           "words": 32 // B, "runs": 1, "ext_stride": 0, "buf_stride": 0}),
         Insn(Opcode.LOAD, {"buf": int(Buf.BIAS), "ext_addr": 1536 // B, "buf_addr": 0,
-                           "words": cfg.bbuf_row_bytes // B, "runs": 1}),
+                           "words": cfg.bbuf_row_bytes // B, "runs": 1,
+                           "ext_stride": 0, "buf_stride": 0}),
         Insn(Opcode.SYNC, {"mask": int(SyncMask.DMA)}),
         Insn(Opcode.COMPUTE, {"clear": 1, "drain": 1, "ox0": 0, "iy0": 0, "ix0": 0,
                               "npix": 4, "col0": 0, "ncols": 1, "act_base": 0, "o_off": 0,
                               "wgt_base": 0, "bias_row": 0}),
         Insn(Opcode.SYNC, {"mask": int(SyncMask.COMPUTE)}),
         Insn(Opcode.STORE, {"buf": int(Buf.OUT), "ext_addr": 2048 // B, "buf_addr": 0,
-                            "words": 16 // B, "runs": 1}),
+                            "words": 16 // B, "runs": 1, "ext_stride": 0, "buf_stride": 0}),
         Insn(Opcode.END, {}),
     ]
     return insns

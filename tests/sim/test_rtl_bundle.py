@@ -45,7 +45,7 @@ def test_bundle_matches_functional_and_golden(tiny_core, tmp_path, name):
     cmp = compare_memory(bundle.manifest, fun.memory, res.memory)
     assert cmp.bit_exact, str(cmp)
     golden = run_graph(bundle.graph(), bundle.inputs())
-    for out in bundle.manifest["outputs"]:
+    for out in bundle.manifest.outputs:
         assert np.array_equal(bundle.read_tensors(res.memory)[out], golden[out])
     # one MARK per layer, ids = layer indices, in order
     assert [m[0] for m in res.marks] == [lay["index"] for lay in bundle.layers]

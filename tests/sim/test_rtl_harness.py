@@ -56,7 +56,7 @@ def test_handwritten_program(standin, cfg):
         Insn(Opcode.LOAD, {"buf": Buf.ACT, "ext_addr": 64, "buf_addr": 0, "words": 4,
                            "runs": 2, "ext_stride": 8, "buf_stride": 4}),
         Insn(Opcode.STORE, {"buf": Buf.OUT, "ext_addr": 128, "buf_addr": 0, "words": 8,
-                            "runs": 1}),
+                            "runs": 1, "ext_stride": 0, "buf_stride": 0}),
         Insn(Opcode.MARK, {"id": 65535}),
         Insn(Opcode.END),
     ])
@@ -121,7 +121,7 @@ def test_memory_fault_is_reported(standin):
     words = runner.sim_words(NARROW)
     image = encode_program([
         Insn(Opcode.LOAD, {"buf": Buf.ACT, "ext_addr": words + 3, "buf_addr": 0, "words": 1,
-                           "runs": 1}),
+                           "runs": 1, "ext_stride": 0, "buf_stride": 0}),
         Insn(Opcode.END),
     ])
     with pytest.raises(runner.RtlRunError, match=f"word {words + 3:#x} beyond"):
