@@ -75,29 +75,8 @@ def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 
 # ------------------------------------------------------------------ records
-class _KeyAccess:
-    """Read access by field name (``meta["macs"]``, ``meta.get("mode")``) for code that
-    still treats a record as its JSON object; typed attribute access is the interface."""
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in {f.name for f in fields(self)}:  # type: ignore[arg-type]
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            v = self[key]
-        except KeyError:
-            return default
-        return default if v is None and key in _OPTIONAL else v
-
-    def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None or key in {f.name for f in fields(self)  # type: ignore[arg-type]
-                                                     if f.name not in _OPTIONAL}
-
-
 @dataclass(frozen=True)
-class TileMeta(_KeyAccess):
+class TileMeta:
     """How a layer was tiled: output row bands ``(y0, y1)``, input-channel chunks
     ``(c0, c1, kh0, kh1)``, output-channel groups of ``cols``."""
 
@@ -129,7 +108,7 @@ class TileMeta(_KeyAccess):
 
 
 @dataclass(frozen=True)
-class WeightMeta(_KeyAccess):
+class WeightMeta:
     """A layer's weight format: ``wfmt`` 0 raw shift codes, 1 codebook indices (``k``
     codewords of ``d`` codes, ``index_bits`` per index, ``idx_per_row`` index rows per WGT
     row, the codebook at ``codebook_addr``). ``footprint``: bits by kind (None for pooling)."""
@@ -185,7 +164,7 @@ _OPTIONAL = ("mode", "shift", "adaptation")
 
 
 @dataclass(frozen=True)
-class LayerMeta(_KeyAccess):
+class LayerMeta:
     """One layer of a compiled program (docs/bundle.md, "layers")."""
 
     index: int

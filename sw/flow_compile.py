@@ -81,18 +81,16 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     x0 = low.quantize_input(images[:1])[0]
     prog = compile_graph(low.graph, cfg, {low.input: x0})
     adapted = {rep["name"]: rep["adaptation"] for rep in low.layers if "adaptation" in rep}
-    prog.layers = [_with_adaptation(lay, adapted.get(lay["name"])) for lay in prog.layers]
+    prog.layers = [_with_adaptation(lay, adapted.get(lay.name)) for lay in prog.layers]
     info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
             "seed": seed, "input_shape": list(shape)}
     return low, prog, cfg, info
 
 
 def _with_adaptation(lay: Any, adaptation: dict[str, Any] | None) -> Any:
-    """A program layer record (``LayerMeta`` or its dict) with its adaptation record."""
+    """A program layer record (``LayerMeta``) with its adaptation record."""
     if adaptation is None:
         return lay
-    if isinstance(lay, dict):
-        return {**lay, "adaptation": adaptation}
     return dataclasses.replace(lay, adaptation=adaptation)
 
 

@@ -94,7 +94,7 @@ def test_json_matches_models(report, bundle):
         assert sum(e["breakdown"][d].values()) == pytest.approx(en.totals[d])
     assert e["ratios_vs_shiftbook"]["fp32"] > e["ratios_vs_shiftbook"]["int8"] > 1
     wl = rec["weights"]["layers"]
-    assert [w["weight_bytes"] for w in wl] == [int(lay["weight_bytes"]) for lay in b.layers]
+    assert [w["weight_bytes"] for w in wl] == [lay.weight_bytes for lay in b.layers]
     assert all(w["weight_bytes"] > 0 for w in wl)
     assert f"total cycles {est.total} " in text and "fp32" in text and "x shiftbook" in text
 

@@ -104,9 +104,9 @@ def _wfmts(bundle: Path) -> dict[str, tuple[int, int, int] | None]:
     b = load_bundle(bundle)
     out: dict[str, tuple[int, int, int] | None] = {}
     for lay in b.layers:
-        w = lay.get("weights")
-        if lay["op"] in ("conv2d", "linear"):
-            out[lay["name"]] = (int(w["wfmt"]), int(w.get("k") or 0), int(w.get("d") or 0))
+        w = lay.weights
+        if lay.op in ("conv2d", "linear"):
+            out[lay.name] = (w.wfmt, w.k or 0, w.d or 0)
     return out
 
 

@@ -366,23 +366,22 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
     cb_size = max(1, cfg.max_k * cfg.max_d * cfg.code_bits // 8)
     out = []
     for lay in bundle.layers:
-        seg = segments.get(int(lay.get("index", -1)))
+        seg = segments.get(lay.index)
         tr = seg.traffic if seg is not None else LayerTraffic()
         steps = seg.compute_steps if seg is not None else 0
-        tin, tout = tensors[lay["input"]], tensors[lay["output"]]
+        tin, tout = tensors[lay.input], tensors[lay.output]
         cin = tin.shape[0]
         cout, oh, ow = tout.shape
-        kh, kw = lay.get("kernel", [1, 1])
+        kh, kw = lay.kernel
         elems = cout * oh * ow
-        residual = bool(lay.get("residual"))
-        mac = lay.get("op", "conv2d") in _MAC_OPS
-        w = lay.get("weights") or {}
-        codebook = mac and int(w.get("wfmt") or 0) == 1
+        residual = lay.residual is not None
+        mac = lay.op in _MAC_OPS
+        codebook = mac and lay.weights.is_codebook
         wgt_bytes = tr.words(Buf.WGT) * B
         cb_bytes = tr.words(Buf.CB) * B
         if codebook:
-            groups = int(lay.get("tiles", {}).get("groups", -(-cout // cfg.cols)))
-            stored = max(1, int(lay.get("weight_bytes", 0)))
+            groups = lay.tiles.groups
+            stored = max(1, lay.weight_bytes)
             dense = groups * cin * kh * kw * row_b
             dense_read = round(dense * max(1.0, wgt_bytes / stored))
         else:
@@ -404,10 +403,10 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
             buffers["RES"] = {"bytes": cfg.obuf_bytes, "reads": elems, "width": 8,
                               "writes": tr.words(Buf.RES), "kind": "data"}
         ev: dict[str, Any] = {
-            "name": lay.get("name", f"layer{len(out)}"),
-            "macs": int(lay["macs"]) if mac else 0,
-            "shift_adds": int(lay["macs"]) if mac else 0,
-            "accumulations": (0 if mac else int(lay["macs"])) + (elems if residual else 0),
+            "name": lay.name,
+            "macs": lay.macs if mac else 0,
+            "shift_adds": lay.macs if mac else 0,
+            "accumulations": (0 if mac else lay.macs) + (elems if residual else 0),
             "requants": elems,
             "buffers": buffers,
             "ext_bytes": (tr.words(Buf.ACT, Buf.RES) + tr.store_words) * B,

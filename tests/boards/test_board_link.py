@@ -238,4 +238,4 @@ def test_compiled_bundle_on_simulated_board(tmp_path) -> None:
     res = load_bundle_and_run(sim, path, poll=200e-6)      # a bundle directory, as `run` does
     assert res.outputs[out] == bytes(want[p.addr:p.addr + p.nbytes])
     assert any(res.outputs[out])                       # not a trivially zero output
-    assert [i for i, _ in res.marks] == [lay["index"] for lay in prog.layers]
+    assert [i for i, _ in res.marks] == [lay.index for lay in prog.layers]

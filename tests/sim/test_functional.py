@@ -75,11 +75,11 @@ def test_extreme_case_really_saturates():
 
 def test_tiny_buffers_force_bands_and_chunks():
     _, golden, prog, _, got = _run("27to5", CONFIGS["tinybuf"])
-    tiles = prog.layers[0]["tiles"]
-    assert len(tiles["bands"]) > 1 and len(tiles["chunks"]) > 1
+    tiles = prog.layers[0].tiles
+    assert len(tiles.bands) > 1 and len(tiles.chunks) > 1
     assert np.array_equal(got["y"], golden["y"])
     _, golden, prog, _, got = _run("7x7s2", CONFIGS["tinybuf"])
-    assert len(prog.layers[0]["tiles"]["bands"]) > 1
+    assert len(prog.layers[0].tiles.bands) > 1
     assert np.array_equal(got["y"], golden["y"])
 
 
@@ -231,7 +231,7 @@ def test_two_layer_chain_every_tensor_matches():
     got = {n: unpack_tensor(res.memory, p) for n, p in prog.tensors.items()}
     cmp = compare_tensors(prog.layers, golden, got)
     assert cmp.bit_exact and [m[0] for m in res.marks] == [0, 1]
-    assert [lay["index"] for lay in prog.layers] == [0, 1]
+    assert [lay.index for lay in prog.layers] == [0, 1]
 
 
 def test_shift_products_equal_decoded_multiplication_for_every_code():

@@ -48,7 +48,7 @@ def test_bundle_matches_functional_and_golden(tiny_core, tmp_path, name):
     for out in bundle.manifest.outputs:
         assert np.array_equal(bundle.read_tensors(res.memory)[out], golden[out])
     # one MARK per layer, ids = layer indices, in order
-    assert [m[0] for m in res.marks] == [lay["index"] for lay in bundle.layers]
+    assert [m[0] for m in res.marks] == [lay.index for lay in bundle.layers]
     # the compiler's ideal cycles are a lower bound; the functional model is close to RTL
     assert res.cycles >= bundle.ideal_cycles
     assert 0.7 < res.cycles / fun.cycles < 1.4

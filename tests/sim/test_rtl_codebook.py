@@ -77,7 +77,7 @@ def rtl_cycles_codebook_vs_raw(config: str, op: str, cin: int, cout: int, kernel
             cmp = compare_tensors(prog.layers, golden, got)
             assert cmp.bit_exact, (fmt, cmp.to_dict()["first_mismatch"])
             out[f"{fmt}_cycles"] = int(res.cycles)
-            out[f"{fmt}_weight_bytes_read"] = int(prog.layers[0]["weight_bytes_read"])
+            out[f"{fmt}_weight_bytes_read"] = int(prog.layers[0].weight_bytes_read)
     return out
 
 

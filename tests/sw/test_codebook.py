@@ -68,28 +68,28 @@ def test_functional_matches_golden(case):
     assert fmt.d == (1 if weights == "kmeans" else d)
     np.testing.assert_array_equal(got, gold)
     lay = prog.layers[0]
-    w = lay["weights"]
-    assert w["wfmt"] == WFMT_CODEBOOK and (w["k"], w["d"]) == (fmt.k, fmt.d)
-    assert w["index_bits"] == index_bits(k)
-    assert w["footprint"] == fmt.footprint().to_dict()
-    assert w["codebook_bytes"] == fmt.k * fmt.d
+    w = lay.weights
+    assert w.wfmt == WFMT_CODEBOOK and (w.k, w.d) == (fmt.k, fmt.d)
+    assert w.index_bits == index_bits(k)
+    assert w.footprint == fmt.footprint().to_dict()
+    assert w.codebook_bytes == fmt.k * fmt.d
     # Every chunk but the last holds whole blocks (codewords stay contiguous).
-    for c0, c1, _, _ in lay["tiles"]["chunks"][:-1]:
+    for c0, c1, _, _ in lay.tiles.chunks[:-1]:
         assert ((c1 - c0) * kernel * kernel) % fmt.d == 0
     # Weight bytes read = index rows (each chunk's rows once per group) + codebook words.
     B = cfg.bus_bytes
-    assert lay["codebook_bytes_read"] == -(-fmt.k * fmt.d // B) * B
-    assert lay["weight_bytes_read"] >= lay["codebook_bytes_read"] + lay["weight_bytes"]
-    assert res.stats["dma_words"]["load_cb"] * B == lay["codebook_bytes_read"]
+    assert lay.codebook_bytes_read == -(-fmt.k * fmt.d // B) * B
+    assert lay.weight_bytes_read >= lay.codebook_bytes_read + lay.weight_bytes
+    assert res.stats["dma_words"]["load_cb"] * B == lay.codebook_bytes_read
 
 
 def test_chunked_cases_really_chunk():
     cfg = _cfg("tiny", wbuf_rows=2)
     _, prog, _, _, _ = _run(cfg, "conv", 21, 3, 3, 6, "pq", 16, 9)
-    assert len(prog.layers[0]["tiles"]["chunks"]) > 1
+    assert len(prog.layers[0].tiles.chunks) > 1
     cfg = _cfg("small", wbuf_rows=8)
     _, prog, _, _, _ = _run(cfg, "conv", 13, 9, 3, 5, "pq", 32, 18)
-    chunks = prog.layers[0]["tiles"]["chunks"]
+    chunks = prog.layers[0].tiles.chunks
     assert len(chunks) > 1 and all((c1 - c0) % 2 == 0 for c0, c1, _, _ in chunks[:-1])
 
 
@@ -97,9 +97,9 @@ def test_raw_layers_unchanged():
     cfg = PRESETS["tiny"]
     _, prog, _, gold, got = _run(cfg, "conv", 5, 3, 3, 6, "shift", None, None)
     np.testing.assert_array_equal(got, gold)
-    w = prog.layers[0]["weights"]
-    assert w["wfmt"] == WFMT_RAW and w["k"] is None
-    assert w["footprint"]["raw_bits"] == 8 * 5 * 3 * 9
+    w = prog.layers[0].weights
+    assert w.wfmt == WFMT_RAW and w.k is None
+    assert w.footprint["raw_bits"] == 8 * 5 * 3 * 9
     assert not any(i.op == Opcode.LOAD and i.args["buf"] == Buf.CB for i in prog.insns)
 
 
@@ -223,7 +223,7 @@ def test_index_past_codebook_stops_the_simulator():
     prog = compile_graph(layer.graph, cfg, layer.inputs)
     lay = prog.layers[0]
     mem = bytearray(prog.memory)
-    mem[lay["weight_addr"]] |= 0b111  # column 0, block 0: index 7 >= k=5 (3-bit indices)
+    mem[lay.weight_addr] |= 0b111  # column 0, block 0: index 7 >= k=5 (3-bit indices)
     with pytest.raises(SimError, match=r"index 7 of column 0, block 0 is past the codebook"):
         run_program(cfg, bytes(mem))
 
@@ -257,13 +257,13 @@ def _rewrite(src, dst, *, manifest=None, memory=None):
 def test_bundle_codebook_metadata(cb_bundle):
     cfg, path = cb_bundle
     b = load_bundle(path, cfg)
-    w = b.layers[0]["weights"]
-    assert (w["wfmt"], w["k"], w["d"], w["index_bits"], w["layout"]) == (1, 5, 9, 3, "kernel")
+    w = b.layers[0].weights
+    assert (w.wfmt, w.k, w.d, w.index_bits, w.layout) == (1, 5, 9, 3, "kernel")
     # 3 out x 3 blocks x 3 bits + 5*9 bytes of codebook
-    assert w["footprint"] == {"index_bits": 27, "codebook_bits": 360, "raw_bits": 0,
+    assert w.footprint == {"index_bits": 27, "codebook_bits": 360, "raw_bits": 0,
                               "bits": 387, "bytes": 4 + 45}
     mem = b.memory
-    assert mem[w["codebook_addr"]: w["codebook_addr"] + 45] == \
+    assert mem[w.codebook_addr: w.codebook_addr + 45] == \
         b.graph().ops[0].weight_format.pack_codebook()
 
 
@@ -408,7 +408,7 @@ def test_mixed_formats_in_one_graph():
     for i in range(4):
         np.testing.assert_array_equal(unpack_tensor(res.memory, prog.tensors[f"t{i}"]),
                                       gold[f"t{i}"])
-    assert [lay["weights"]["wfmt"] for lay in prog.layers] == [1, 0, 1, 1]
+    assert [lay.weights.wfmt for lay in prog.layers] == [1, 0, 1, 1]
     assert sum(1 for x in prog.insns if x.op == Opcode.LOAD and x.args["buf"] == Buf.CB) == 3
 
 

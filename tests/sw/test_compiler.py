@@ -101,11 +101,11 @@ def test_metadata_macs_ideal_and_tiles():
     cfg = PRESETS["tiny"]
     prog = compile_graph(layer.graph, cfg, layer.inputs)
     lay = prog.layers[0]
-    assert lay["macs"] == 5 * 6 * 6 * 27 * 9
-    assert lay["ideal_cycles"] == -(-lay["macs"] // 4)
-    assert lay["tiles"]["groups"] == 3 and lay["tiles"]["out_w"] == 6
-    assert lay["weight_bytes"] == 3 * 27 * 9 * cfg.wbuf_row_bytes
-    assert lay["name"] == "layer0" and lay["output"] == "y"
+    assert lay.macs == 5 * 6 * 6 * 27 * 9
+    assert lay.ideal_cycles == -(-lay.macs // 4)
+    assert lay.tiles.groups == 3 and lay.tiles.out_w == 6
+    assert lay.weight_bytes == 3 * 27 * 9 * cfg.wbuf_row_bytes
+    assert lay.name == "layer0" and lay.output == "y"
 
 
 def test_accumulator_overflow_is_refused_with_the_layer_name():
@@ -127,7 +127,7 @@ def test_kernel_taller_than_the_weight_buffer_is_split_into_row_groups():
     cfg = CoreConfig(rows=2, cols=2, wbuf_rows=16)
     layer = random_layer("conv", 2, 3, 5, seed=0)
     prog = compile_graph(layer.graph, cfg, layer.inputs)
-    assert [list(c) for c in prog.layers[0]["tiles"]["chunks"]] == [
+    assert [list(c) for c in prog.layers[0].tiles.chunks] == [
         [0, 1, 0, 1], [0, 1, 1, 2], [0, 1, 2, 3], [0, 1, 3, 4], [0, 1, 4, 5], [1, 2, 0, 1],
         [1, 2, 1, 2], [1, 2, 2, 3], [1, 2, 3, 4], [1, 2, 4, 5]]
 
@@ -182,10 +182,10 @@ def test_banded_layer_picks_the_faster_tiling():
     for double_act in (False, True):
         plan = plan_conv(layer.op, x, y, cfg, double_act=double_act)
         em = Emitter()
-        schedule_conv(em, layer.op, plan, cfg, x, y, lay["weight_addr"], lay["bias_addr"], 0)
+        schedule_conv(em, layer.op, plan, cfg, x, y, lay.weight_addr, lay.bias_addr, 0)
         cycles[len(plan.bands)] = estimate_program(cfg, [*em.insns, Insn(Opcode.END, {})]).total
     assert sorted(cycles) == [2, 5]
-    chosen = len(lay["tiles"]["bands"])
+    chosen = len(lay.tiles.bands)
     assert chosen == 5 and cycles[5] < cycles[2]
     # The layer's program is the chosen plan's schedule followed by END.
     assert cycles[chosen] == est

@@ -129,8 +129,8 @@ def test_events_from_compiled_layer() -> None:
     assert ev["buffers"]["WGT"]["reads"] == steps
     assert ev["buffers"]["OUT"]["writes"] == 48
     assert ev["ext_bytes"] == 2 * 16 + 3 * 16
-    assert ev["ext_weight_bytes"] == prog.layers[0]["weight_bytes"] == 2 * 9 * 8   # 8-byte rows
-    assert ev["ext_param_bytes"] == prog.layers[0]["bias_bytes"] == 32
+    assert ev["ext_weight_bytes"] == prog.layers[0].weight_bytes == 2 * 9 * 8   # 8-byte rows
+    assert ev["ext_param_bytes"] == prog.layers[0].bias_bytes == 32
     assert ev["ext_dense_weight_bytes"] == ev["ext_weight_bytes"]
     assert "codebook_reads" not in ev
     res = network_energy([ev], acc_bits=cfg.acc_bits)
@@ -165,7 +165,7 @@ def test_codebook_layer_moves_its_indices_not_its_codes() -> None:
     rows, 2 per 4-byte WGT row -> 8 rows (32 bytes) per group; codebook 16*9 = 144 bytes."""
     cfg, raw_prog, raw = _twin("shift")
     _, pq_prog, pq = _twin("pq", 16, 9)
-    assert pq_prog.layers[0]["weights"]["idx_per_row"] == 2
+    assert pq_prog.layers[0].weights.idx_per_row == 2
     tiles = 2 * 18
     assert raw["ext_weight_bytes"] == 2 * 144 * 4 == 1152
     assert pq["ext_weight_bytes"] == 2 * 8 * 4 + 16 * 9 == 208

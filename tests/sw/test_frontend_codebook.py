@@ -121,8 +121,8 @@ def test_codebook_graph_round_trip_and_compiles_to_wfmt1(tmp_path):
     cfg = PRESETS["tiny"]
     x = low.quantize_input(calib()[:1])[0]
     prog = compile_graph(low.graph, cfg, {low.input: x})
-    wf = {lay["name"]: lay["weights"]["wfmt"] for lay in prog.layers
-          if lay["op"] in ("conv2d", "linear")}
+    wf = {lay.name: lay.weights.wfmt for lay in prog.layers
+          if lay.op in ("conv2d", "linear")}
     assert wf == {"stem": 0, "conv": 1, "fc": 0}
     # the functional simulator runs the codebook layer bit-exactly against golden
     from shiftbook.sim.network import simulate_bundle

@@ -83,8 +83,8 @@ def test_pool_functional_equals_golden(config, case):
     assert cmp.bit_exact, str(cmp)
     np.testing.assert_array_equal(got["y"], golden["y"])
     lay = prog.layers[0]
-    assert lay["op"] == ("maxpool2d" if kind == "max" else "sumpool2d")
-    assert lay["weight_bytes"] == 0 and lay["ideal_cycles"] > 0
+    assert lay.op == ("maxpool2d" if kind == "max" else "sumpool2d")
+    assert lay.weight_bytes == 0 and lay.ideal_cycles > 0
 
 
 def test_pool_program_shape():
@@ -119,11 +119,11 @@ def test_pool_bands_and_channel_ranges():
     g, inp = pool_graph("max", 5, 40, 200, (3, 3), (2, 2), (1, 1, 1, 1), 0, seed=9)
     prog, golden, got, cmp = run_functional(g, inp, "tiny")
     assert cmp.bit_exact, str(cmp)
-    assert len(prog.layers[0]["tiles"]["bands"]) > 2
+    assert len(prog.layers[0].tiles.bands) > 2
     g, inp = pool_graph("sum", 3, 5, 800, (3, 2), (1, 2), (0, 0, 0, 0), 3, seed=9)
     prog, golden, got, cmp = run_functional(g, inp, "tiny")
     assert cmp.bit_exact, str(cmp)
-    assert len(prog.layers[0]["tiles"]["chunks"]) == 2
+    assert len(prog.layers[0].tiles.chunks) == 2
 
 
 def test_sum_pool_saturates_and_rounds():

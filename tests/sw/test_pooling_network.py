@@ -103,5 +103,5 @@ def test_lowered_resnet_functional_equals_golden(config, head):
     got = {n: unpack_tensor(res.memory, p) for n, p in prog.tensors.items()}
     cmp = compare_tensors(prog.layers, golden, got)
     assert cmp.bit_exact, str(cmp)
-    assert [lay["op"] for lay in prog.layers] == kinds
+    assert [lay.op for lay in prog.layers] == kinds
     assert res.cycles >= prog.ideal_cycles
