@@ -108,7 +108,7 @@ def run_layer(args: argparse.Namespace) -> dict[str, Any]:
         "bit_exact": cmp.bit_exact,
         "mismatches": cmp.mismatches,
         "cycles": int(cycles),
-        # golden/functional: the functional simulator's analytical estimate; rtl: measured.
+        # golden/functional: the exact cycle model (equal to RTL); rtl: measured.
         "cycles_source": "rtl" if args.level == "rtl" else "estimate",
         "ideal_cycles": int(ideal),
         "cycles_per_ideal": round(cycles / ideal, 4) if ideal else None,

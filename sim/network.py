@@ -12,7 +12,8 @@ Levels:
     ``(1, C, H, W)``) against its single-image run; cycles are the estimator's.
 ``functional``
     ``sim/functional.run_program`` on the memory image; per-layer cycles from
-    ``sw/estimate/cycles.estimate`` (the functional simulator's own total is reported too).
+    the exact cycle model ``shiftbook.timing.estimate`` (the functional simulator's total, from the
+    same model, is reported too).
 ``rtl``
     The generated core under Verilator (``sim/rtl/runner``); per-layer cycles are measured
     between the layers' ``MARK`` s (layer ``i`` ends with ``MARK i``).

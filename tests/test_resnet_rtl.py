@@ -8,7 +8,7 @@ test checks that the compressed formats reach the hardware as WFMT = 1 and decod
 
 Defaults use the cached ``small`` core build (each test 2-16 s on the shared 2-core machine);
 the ``tiny`` preset (2x2 PEs), ResNet-20 kmeans and the strict-2% codebook cycle check are
-``slow``. Per-layer RTL cycles are checked against ``sw/estimate/cycles``.
+``slow``. Per-layer RTL cycles are checked against ``shiftbook.timing``.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def _off(rec: dict[str, Any], est: Any, slack: int) -> list[tuple[str, int, int]
 
 
 def test_resnet8_rtl_cycles_match_estimate(tmp_path, small_rtl):
-    """Per-layer RTL cycles (between MARKs) within 2% of sw/estimate/cycles.estimate."""
+    """Per-layer RTL cycles (between MARKs) within 2% of shiftbook.timing.estimate."""
     rec, est = _cycles(tmp_path, "shift")
     assert _off(rec, est, 0) == []
     assert abs(est.total - rec["cycles"]) <= 0.02 * rec["cycles"]
