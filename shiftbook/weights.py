@@ -307,7 +307,7 @@ class CodebookWeights:
     @classmethod
     def from_record(cls, rec: Any) -> CodebookWeights:
         """From any record with ``shape, k, d, exp_bits, codebook, indices`` attributes (e.g.
-        ``sw/compress/formats.CodebookFormat``; torch tensors are converted, not imported)."""
+        ``sw/models/formats.CodebookFormat``; torch tensors are converted, not imported)."""
         def arr(v: Any) -> np.ndarray:
             return np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.int64)
         try:

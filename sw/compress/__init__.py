@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shiftbook.sw.models.formats import CodebookFormat, FormatError, ShiftFormat
 from shiftbook.sw.train import evaluate
 
 from .common import CompressOptions, Steps
@@ -26,7 +27,6 @@ from .core import (
     load_compressed,
     save_compressed,
 )
-from .formats import CodebookFormat, FormatError, ShiftFormat
 from .pq import fit_ratio, pq, pq_plan
 from .shift import deepshift_ps, deepshift_q, inq
 from .size import LayerPlan, SizeReport, plan_of, size_report

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from shiftbook.sw.models.formats import CodebookFormat
+
 from .core import CompressedModel
-from .formats import CodebookFormat
 
 __all__ = ["KeptCodes", "lower_compressed", "kept_codes", "int_accuracy"]
 

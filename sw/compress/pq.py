@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from shiftbook.sw.models.formats import CodebookFormat, Format, ShiftFormat
 from shiftbook.sw.train import TrainConfig, evaluate, train
 
 from .common import (
@@ -46,7 +47,6 @@ from .core import (
     shift_codes,
     shift_decode,
 )
-from .formats import CodebookFormat, Format, ShiftFormat
 from .kmeans import clamp_k, output_error, pq_em
 from .size import LayerPlan, layer_size, size_report
 

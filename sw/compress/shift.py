@@ -19,11 +19,11 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from shiftbook import numerics as nx
+from shiftbook.sw.models.formats import ShiftFormat
 from shiftbook.sw.train import TrainConfig, evaluate, train
 
 from .common import CompressOptions, Steps, recalibrate
 from .core import ShiftSTE, compressible_layers, has_bn, shift_codes, shift_decode
-from .formats import ShiftFormat
 
 __all__ = ["deepshift_q", "deepshift_ps", "inq", "PSParam", "inq_w_frac", "inq_partition"]
 

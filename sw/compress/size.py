@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from shiftbook.sw.models.formats import CodebookFormat, Format, ShiftFormat
+
 from .core import compressible_layers
-from .formats import CodebookFormat, Format, ShiftFormat
 
 __all__ = ["LayerPlan", "LayerSize", "SizeReport", "size_report", "layer_size", "plan_of", "MIB"]
 

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shiftbook.sw.models.formats import CodebookFormat
 from shiftbook.sw.train import TrainConfig, evaluate, train
 
 from .common import CompressOptions, Steps, recalibrate
 from .core import CompressError, compressible_layers, shift_codes, shift_decode
-from .formats import CodebookFormat
 from .kmeans import kmeans
 
 __all__ = ["slq"]

@@ -124,7 +124,7 @@ def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
     if path.is_file():
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
         if isinstance(obj, dict) and obj.get("kind") == "compressed":
-            from shiftbook.sw.compress import load_compressed
+            from shiftbook.sw.models.compressed import load_compressed
 
             cm = load_compressed(path)
             return _from_module(cm, input_shape, path.name)
