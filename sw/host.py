@@ -292,8 +292,6 @@ def load_bundle_and_run(port: str | Transport, bundle: Any, *, baud: int = DEFAU
 def _load_bundle_path(path: Path) -> Any:
     if not path.exists():
         raise BoardError(f"bundle {str(path)!r} does not exist")
-    try:
-        from shiftbook.sw import bundle as bundle_mod  # the compiler's bundle reader
-    except ImportError:
-        raise BoardError("this shiftbook has no bundle reader (shiftbook.sw.bundle)") from None
-    return bundle_mod.load_bundle(path)
+    from shiftbook.sw.bundle import load_bundle  # the one bundle reader
+
+    return load_bundle(path.parent if path.is_file() else path)
