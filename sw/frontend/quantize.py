@@ -40,7 +40,6 @@ Rules (docs/frontend.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,11 +49,15 @@ import torch.nn.functional as F
 from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import Conv2d, Graph, Linear, MaxPool2d, SumPool2d, TensorSpec, window_view
-from shiftbook.sw.reference import conv_acc, run_graph
+from shiftbook.sw.reference import conv_acc
 from shiftbook.weights import CodebookWeights, WeightFormatError
 
 from .adaptation import measure_adaptation
 from .errors import FrontendError
+from .gptq import GptqFactor, gptq_factor, gptq_round
+from .lowered import Lowered
+from .scales import MAX_FRAC, act_frac, quantize_input
+from .scales import round_half_up as _round_half_up
 from .trace import FLayer, FloatNet
 
 __all__ = ["act_frac", "quantize_input", "quantize_net", "Lowered", "WEIGHT_MODES",
@@ -64,108 +67,6 @@ WEIGHT_MODES = ("auto", "keep", "ptq")
 # A kept layer's folded per-channel factor counts as a power of two within this relative error.
 GAIN_TOLERANCE = 2.0**-10
 ROUNDINGS = ("linear", "log")
-_MAX_FRAC = 40
-_GPTQ_ROWS = 32768     # calibration rows (im2col) used for a layer's input second moment
-_GPTQ_DAMP = 0.01      # diagonal damping, relative to the mean diagonal
-_GPTQ_ACT_ORDER = True  # round the inputs with the largest second moment first
-_GPTQ_BLOCK = 128      # columns per lazy-update block
-
-
-def act_frac(max_abs: float, cap: int | None = None) -> int:
-    """The calibration rule: the largest ``frac`` with ``max_abs * 2**frac <= 127`` (so the
-    largest observed value rounds into int8), at most ``cap``. ``max_abs == 0`` gives ``cap``
-    (or 0)."""
-    if not max_abs > 0 or not math.isfinite(max_abs):
-        return 0 if cap is None else int(cap)
-    f = math.floor(math.log2(127.0 / max_abs))
-    while max_abs * 2.0**f > 127.0:
-        f -= 1
-    while max_abs * 2.0 ** (f + 1) <= 127.0:
-        f += 1
-    f = min(f, _MAX_FRAC)
-    return f if cap is None else min(f, int(cap))
-
-
-def quantize_input(x: Any, frac: int) -> np.ndarray:
-    """Float images -> int8 values at scale ``2**-frac``: round half up, saturate."""
-    a = torch.as_tensor(x).detach().cpu().to(torch.float64).numpy()
-    q = np.floor(a * 2.0**frac + 0.5)
-    q = np.clip(q, -(2.0**62), 2.0**62).astype(np.int64)
-    return np.asarray(nx.saturate(q), dtype=np.int64)
-
-
-def _round_half_up(v: np.ndarray) -> np.ndarray:
-    return np.floor(np.asarray(v, dtype=np.float64) + 0.5).astype(np.int64)
-
-
-@dataclass
-class Lowered:
-    """The frontend's result.
-
-    Members
-    -------
-    graph: the integer IR (``Conv2d``/``Linear`` + ``MaxPool2d``/``SumPool2d``).
-    net: the float network it approximates (batch norm folded), for comparisons.
-    config: the CoreConfig it was built for (``exp_bits``, ``acc_bits``).
-    formats: op name -> compressed codebook format record whose codes the op keeps (its
-        ``weight`` holds the same codes). Where the core can decode it, the op also carries it
-        (``with_codebook``: ``cb_k``/``cb_d``/``cb_codebook``/``cb_indices``, so the compiler
-        emits ``WFMT = 1``; ``op.weight_format`` is not None, ``layers[i]["wfmt"]`` says so).
-    layers: one report dict per op (fracs, shifts, accumulator margin, weight source,
-        ``wfmt``: ``"shift"`` or ``"codebook k=K d=D"``, gain).
-    notes: one line per codebook layer that could not stay a codebook (compiled as shift
-        codes: folding changed its codes, or the core cannot decode it), with the reason.
-    """
-
-    graph: Graph
-    net: FloatNet
-    config: CoreConfig
-    formats: dict[str, Any] = field(default_factory=dict)
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def input(self) -> str:
-        return self.graph.inputs[0]
-
-    @property
-    def output(self) -> str:
-        return self.graph.outputs[0]
-
-    @property
-    def input_frac(self) -> int:
-        return self.graph.tensors[self.input].frac
-
-    def quantize_input(self, x: Any) -> np.ndarray:
-        return quantize_input(x, self.input_frac)
-
-    def run(self, x: Any) -> dict[str, np.ndarray]:
-        """Every integer tensor for float images ``x`` ``(N, C, H, W)``."""
-        return run_graph(self.graph, {self.input: self.quantize_input(x)})
-
-    def dequantize(self, name: str, q: np.ndarray) -> np.ndarray:
-        return np.asarray(q, dtype=np.float64) * 2.0 ** -self.graph.tensors[name].frac
-
-    def summary(self) -> str:
-        """One line per op: kind, output shape and frac, weight source, shifts, headroom."""
-        lines = [f"{'op':28s} {'kind':10s} {'output':>14s} {'frac':>5s} {'weights':>9s} "
-                 f"{'format':>18s} {'shift':>7s} {'acc headroom':>12s}"]
-        for op, rep in zip(self.graph.ops, self.layers, strict=True):
-            t = self.graph.tensors[op.output]
-            sh = rep.get("shift")
-            shift = "" if sh is None else (f"{sh[0]}" if sh[0] == sh[1] else f"{sh[0]}-{sh[1]}")
-            head = rep.get("acc_headroom_bits")
-            lines.append(f"{op.name:28s} {op.kind:10s} {'x'.join(map(str, t.shape)):>14s} "
-                         f"{t.frac:5d} {rep.get('weights', ''):>9s} "
-                         f"{rep.get('wfmt', ''):>18s} {shift:>7s} "
-                         f"{'' if head is None else f'{head:.1f} bits':>12s}")
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def logits(self, x: Any) -> np.ndarray:
-        """Dequantized outputs ``(N, classes)`` of the integer network."""
-        q = self.run(x)[self.output]
-        return self.dequantize(self.output, q).reshape(q.shape[0], -1)
 
 
 def _res_bound(res_shift: np.ndarray) -> np.ndarray:
@@ -186,7 +87,7 @@ class _Quantizer:
         self.weights, self.rounding, self.percentile = weights, rounding, percentile
         self.bias_correction = bias_correction
         self.gptq = gptq
-        self.gptq_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.gptq_cache: dict[str, GptqFactor] = {}
         self.eb = cfg.exp_bits
         self.emax = (1 << cfg.exp_bits) - 1
         self.limit = (1 << (cfg.acc_bits - 1)) - 1
@@ -243,60 +144,17 @@ class _Quantizer:
         return self.gptq_codes(lay, wf), wf
 
     def gptq_codes(self, lay: FLayer, wf: np.ndarray) -> np.ndarray:
-        """GPTQ-style sequential rounding onto the shift grid: weights are rounded one input
-        position at a time (reduction order) and each rounding error is spread over the
-        weights not yet rounded, weighted by the inverse second moment of the layer's
-        calibration input (Frantar et al., GPTQ, 2023)."""
-        w = lay.weight
-        o = w.shape[0]
+        """GPTQ-style sequential rounding onto the shift grid (:mod:`.gptq`), its input
+        weighting computed once per layer on the layer's calibration input."""
         if lay.name not in self.gptq_cache:
             self.gptq_cache = {lay.name: self.gptq_factor(lay)}
-        u, perm, dead = self.gptq_cache[lay.name]
-        k = u.shape[0]
-        work = w.reshape(o, k).copy()
-        work[:, dead] = 0.0
-        work = work[:, perm]
-        codes = np.empty((o, k), np.int64)
-        scale = np.exp2(-wf.astype(np.float64))
-        for i1 in range(0, k, _GPTQ_BLOCK):     # blocked: the same result, BLAS-sized updates
-            i2 = min(i1 + _GPTQ_BLOCK, k)
-            blk = work[:, i1:i2].copy()
-            errs = np.zeros((o, i2 - i1))
-            for j in range(i2 - i1):
-                c, _ = nx.float_to_shift(blk[:, j:j + 1], self.eb, rounding=self.rounding,
-                                         w_frac=wf.reshape(-1, 1))
-                c = np.asarray(c, dtype=np.int64).reshape(-1)
-                codes[:, i1 + j] = c
-                q = nx.decode_shift(c, self.eb) * scale
-                err = (blk[:, j] - q) / u[i1 + j, i1 + j]
-                blk[:, j + 1:] -= np.outer(err, u[i1 + j, i1 + j + 1:i2])
-                errs[:, j] = err
-            work[:, i2:] -= errs @ u[i1:i2, i2:]
-        out = np.empty_like(codes)
-        out[:, perm] = codes
-        return out.reshape(w.shape)
+        return gptq_round(lay.weight, wf, self.gptq_cache[lay.name], self.eb, self.rounding)
 
-    def gptq_factor(self, lay: FLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Upper Cholesky factor of the damped inverse input second moment (permuted),
-        the column order and the inputs that are always zero."""
-        kh, kw = lay.weight.shape[2], lay.weight.shape[3]
+    def gptq_factor(self, lay: FLayer) -> GptqFactor:
+        """:func:`.gptq.gptq_factor` of the layer's real-valued calibration input."""
         x = self.env[lay.input] * 2.0 ** -self.graph.tensors[lay.input].frac
-        t, left, b, r = lay.padding
-        xt = F.pad(torch.from_numpy(np.asarray(x, dtype=np.float64)), (left, r, t, b))
-        cols = F.unfold(xt, (kh, kw), stride=lay.stride)          # (N, K, L)
-        xs = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
-        if xs.shape[0] > _GPTQ_ROWS:
-            pick = np.random.default_rng(0).choice(xs.shape[0], _GPTQ_ROWS, replace=False)
-            xs = xs[np.sort(pick)]
-        h = xs.T @ xs / max(1, xs.shape[0])
-        k = h.shape[0]
-        dead = np.diag(h) <= 0
-        h[dead, dead] = 1.0
-        h = h + np.eye(k) * (_GPTQ_DAMP * float(np.mean(np.diag(h))))
-        perm = np.argsort(-np.diag(h), kind="stable") if _GPTQ_ACT_ORDER else np.arange(k)
-        h = h[np.ix_(perm, perm)]
-        u = np.linalg.cholesky(np.linalg.inv(h)).T                # H^-1 = U^T U, U upper
-        return u, perm, dead
+        kernel = (lay.weight.shape[2], lay.weight.shape[3])
+        return gptq_factor(x, kernel, lay.stride, lay.padding)
 
     def weights_of(self, lay: FLayer, in_frac: int, res_frac: int | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -390,9 +248,10 @@ class _Quantizer:
         return (q - f).mean(axis=(0, 2, 3))
 
     def conv(self, lay: FLayer) -> None:
+        """Lower a conv/linear/identity layer: weights, accumulator fit, bias, op, output
+        scale calibrated on the integer network, and its report."""
         g = self.graph
-        x_spec = g.tensors[lay.input]
-        in_frac = x_spec.frac
+        in_frac = g.tensors[lay.input].frac
         res_frac = g.tensors[lay.residual].frac if lay.residual else None
         codes, wf, bias_real, gain, src = self.weights_of(lay, in_frac, res_frac)
         o = codes.shape[0]
@@ -403,7 +262,44 @@ class _Quantizer:
             wf[zero_ch] = int(live.max()) if live.size else 0
         adjustable = np.full(o, src in ("ptq", "identity")) | zero_ch
         codes0, wf0 = codes, wf.copy()      # the unadapted layer (measured against below)
-        for _ in range(4 * _MAX_FRAC):
+        codes, wf = self.fit_accumulator(lay, codes, wf, bias_real, src, adjustable, in_frac,
+                                         res_frac)
+        bias_real0 = bias_real
+        if self.bias_correction and src == "ptq":
+            bias_real = bias_real - self.bias_error(lay, codes, wf, in_frac)
+        bias, res_shift, bound = self.checked_bias(lay, codes, wf, bias_real, in_frac, res_frac)
+        kind = Linear if lay.kind == "linear" else Conv2d
+        op = kind(lay.name, lay.input, lay.output,
+                  weight=codes[:, :, 0, 0] if kind is Linear else codes, exp_bits=self.eb,
+                  bias=bias, shift=np.zeros(o, np.int64), w_frac=wf, relu=lay.relu,
+                  stride=lay.stride, padding=lay.padding, residual=lay.residual,
+                  res_shift=res_shift)
+        wfmt = self.attach_codebook(op)
+        adapted = self.adaptation(lay, (codes0, wf0, bias_real0), (codes, wf, bias), in_frac,
+                                  corrected=self.bias_correction and src == "ptq")
+        out_frac, saturated = self.calibrate_output(lay, op, in_frac)
+        bound_max = int(np.max(bound)) if bound.size else 0
+        self.report.append({
+            "name": lay.name, "kind": op.kind, "weights": src, "in_frac": in_frac,
+            "out_frac": out_frac, "w_frac": [int(wf.min()), int(wf.max())],
+            "shift": [int(op.shift.min()), int(op.shift.max())],
+            "acc_bound": bound_max, "acc_headroom_bits": round(
+                math.log2(self.limit / max(1, bound_max)), 2),
+            "gain": [round(float(gain.min()), 4), round(float(gain.max()), 4)],
+            "relu": lay.relu, "residual": lay.residual, "bn": lay.bn, "wfmt": wfmt,
+            "saturated": saturated,
+            **({"adaptation": adapted} if adapted else {}),
+        })
+
+    def fit_accumulator(self, lay: FLayer, codes: np.ndarray, wf: np.ndarray,
+                        bias_real: np.ndarray, src: str, adjustable: np.ndarray, in_frac: int,
+                        res_frac: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Lower the ``w_frac`` of the ``adjustable`` channels whose accumulator bound (bias
+        and aligned residual included) or bias overflows, re-deriving their codes, until
+        every channel fits or an overflowing channel cannot be adjusted (then
+        :meth:`checked_bias` refuses the layer). Returns (codes, w_frac)."""
+        o = codes.shape[0]
+        for _ in range(4 * MAX_FRAC):
             w_int = np.asarray(nx.decode_shift(codes, self.eb), dtype=np.int64)
             acc_frac = in_frac + wf
             bias = _round_half_up(bias_real * np.exp2(acc_frac.astype(np.float64)))
@@ -424,9 +320,15 @@ class _Quantizer:
             elif src == "identity":
                 codes, _ = nx.float_to_shift(lay.weight, self.eb, w_frac=wf.reshape(-1, 1, 1, 1))
                 codes = np.asarray(codes, np.int64)
-        bias_real0 = bias_real
-        if self.bias_correction and src == "ptq":
-            bias_real = bias_real - self.bias_error(lay, codes, wf, in_frac)
+        return codes, wf
+
+    def checked_bias(self, lay: FLayer, codes: np.ndarray, wf: np.ndarray,
+                     bias_real: np.ndarray, in_frac: int, res_frac: int | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The layer's integer bias and residual alignment shifts, after proving that its
+        accumulator, bias and alignment fit (else :class:`FrontendError` naming the layer).
+        Returns (bias, res_shift, accumulator bound per channel)."""
+        o = codes.shape[0]
         w_int = np.asarray(nx.decode_shift(codes, self.eb), dtype=np.int64)
         acc_frac = in_frac + wf
         bias = _round_half_up(bias_real * np.exp2(acc_frac.astype(np.float64)))
@@ -442,22 +344,23 @@ class _Quantizer:
         if lay.residual and (res_shift.min() < -128 or res_shift.max() > 127):
             raise FrontendError(f"{what}: residual alignment shift {int(res_shift.max())} "
                                 f"outside int8")
-        kind = Linear if lay.kind == "linear" else Conv2d
-        op = kind(lay.name, lay.input, lay.output,
-                  weight=codes[:, :, 0, 0] if kind is Linear else codes, exp_bits=self.eb,
-                  bias=bias, shift=np.zeros(o, np.int64), w_frac=wf, relu=lay.relu,
-                  stride=lay.stride, padding=lay.padding, residual=lay.residual,
-                  res_shift=res_shift)
-        wfmt = self.attach_codebook(op)
-        adapted = self.adaptation(lay, (codes0, wf0, bias_real0), (codes, wf, bias), in_frac,
-                                  corrected=self.bias_correction and src == "ptq")
-        # calibrate the output scale on the integer network
+        return bias, res_shift, bound
+
+    def calibrate_output(self, lay: FLayer, op: Conv2d, in_frac: int
+                         ) -> tuple[int, float]:
+        """Calibrate the output scale of ``op`` on the integer network built so far: set its
+        requantization shift, add its output tensor and the op to the graph and compute its
+        integer output on the calibration images. Returns (output frac, fraction of
+        calibration outputs that saturate)."""
+        o = op.out_channels
+        acc_frac = in_frac + op.w_frac
+        bias, res_shift = op.bias.reshape(1, o, 1, 1), op.res_shift.reshape(1, o, 1, 1)
         x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
         raw = conv_acc(x, op)
-        acc = raw + bias.reshape(1, o, 1, 1)
+        acc = raw + bias
         if res is not None:
-            acc = acc + nx.align_residual(res, res_shift.reshape(1, o, 1, 1))
+            acc = acc + nx.align_residual(res, res_shift)
         real = acc * np.exp2(-acc_frac.astype(np.float64)).reshape(1, o, 1, 1)
         if lay.relu:
             real = np.maximum(real, 0.0)
@@ -465,24 +368,11 @@ class _Quantizer:
         top = self.top(real)
         out_frac = act_frac(top, cap) if top > 0 else min(cap, in_frac)
         op.shift = np.minimum(acc_frac - out_frac, self.cfg.acc_bits).astype(np.int64)
-        g.add_tensor(TensorSpec(lay.output, lay.out_shape, out_frac))
-        g.add_op(op)
-        self.env[lay.output] = nx.requantize(raw, bias.reshape(1, o, 1, 1),
-                                             op.shift.reshape(1, o, 1, 1), relu=lay.relu,
-                                             residual=res,
-                                             res_shift=res_shift.reshape(1, o, 1, 1))
-        bound_max = int(np.max(bound)) if bound.size else 0
-        self.report.append({
-            "name": lay.name, "kind": op.kind, "weights": src, "in_frac": in_frac,
-            "out_frac": out_frac, "w_frac": [int(wf.min()), int(wf.max())],
-            "shift": [int(op.shift.min()), int(op.shift.max())],
-            "acc_bound": bound_max, "acc_headroom_bits": round(
-                math.log2(self.limit / max(1, bound_max)), 2),
-            "gain": [round(float(gain.min()), 4), round(float(gain.max()), 4)],
-            "relu": lay.relu, "residual": lay.residual, "bn": lay.bn, "wfmt": wfmt,
-            "saturated": float(np.mean(np.abs(real * 2.0**out_frac) > 127.5)),
-            **({"adaptation": adapted} if adapted else {}),
-        })
+        self.graph.add_tensor(TensorSpec(lay.output, lay.out_shape, out_frac))
+        self.graph.add_op(op)
+        self.env[lay.output] = nx.requantize(raw, bias, op.shift.reshape(1, o, 1, 1),
+                                             relu=lay.relu, residual=res, res_shift=res_shift)
+        return out_frac, float(np.mean(np.abs(real * 2.0**out_frac) > 127.5))
 
     def adaptation(self, lay: FLayer, before: tuple[np.ndarray, np.ndarray, np.ndarray],
                    after: tuple[np.ndarray, np.ndarray, np.ndarray], in_frac: int, *,
