@@ -11,7 +11,8 @@ benchmarks and the report call it too (never a command module)::
         print(lay.name, lay.cycles, lay.bit_exact)
     est = flow.estimate(c.bundle)            # per-layer cycles of the exact cycle model
 
-Functions: :func:`compile` (a model -> a compiled program, optionally written as a bundle),
+Functions: :func:`compress` (a float model -> its compressed model in hardware weight formats),
+:func:`compile` (a model -> a compiled program, optionally written as a bundle),
 :func:`load` (read and validate a bundle), :func:`run` (a bundle at the golden, functional or
 rtl level, compared layer by layer with golden), :func:`compare` (two sets of tensors),
 :func:`estimate` (cycles without simulation), :func:`estimate_record` (what `shiftbook
@@ -40,8 +41,60 @@ if TYPE_CHECKING:
     from shiftbook.sw.bundle import Bundle
     from shiftbook.timing import CycleEstimate
 
-__all__ = ["Compiled", "LayerRun", "RunResult", "Report", "compile", "load", "run", "compare",
+__all__ = ["Compressed", "Compiled", "LayerRun", "RunResult", "Report", "compress", "compile",
+           "load", "run", "compare",
            "estimate", "estimate_record", "energy", "report", "verilog", "build"]
+
+
+# ------------------------------------------------------------------ compress
+@dataclass
+class Compressed:
+    """A compressed model: ``model`` (a ``CompressedModel``: the float architecture holding
+    decoded hardware weights, ``formats`` per layer, ``meta``), ``summary`` (sizes per layer and
+    in total, float and compressed accuracy, per-step accuracy: what ``--json`` writes) and
+    ``output``, the file written (None when none was asked for)."""
+
+    model: Any
+    summary: dict[str, Any]
+    output: Path | None = None
+
+
+def compress(model: str | Path, method: str, *, output: str | Path | None = None,
+             json: str | Path | None = None, export: str | Path | None = None,  # noqa: A002
+             force: bool = False, **options: Any) -> Compressed:
+    """Compress ``model`` (a built-in name, trained here on the bundled digits data unless
+    ``weights=`` gives a float checkpoint, or a float checkpoint file) with ``method``
+    (``deepshift-q``, ``deepshift-ps``, ``inq``, ``kmeans``, ``pq``). ``options`` are the
+    command's (``sw.compress.pipeline.CompressRequest``: ``epochs``, ``k``, ``d``, ``ratio``,
+    ``config``, ``seed``, ``progress``, ...). ``output``/``json``/``export``: the compressed
+    model, its summary as JSON and a ``torch.export`` program; every path is checked before
+    any work (an existing file is replaced only if it is an earlier output, or with ``force``)."""
+    import json as _json
+
+    from shiftbook.outputs import check_replaceable_file, check_writable_file
+    from shiftbook.sw.compress.pipeline import CompressRequest, run_compress
+    from shiftbook.sw.models.compressed import CompressError, save_compressed
+
+    req = CompressRequest(model=str(model), method=method, **options)
+    req.check()
+    for flag, path, kind in (("-o/--output", output, "torch"), ("--json", json, "json"),
+                             ("--save-float", req.save_float, "torch"),
+                             ("--export", export, "pt2")):
+        if path:
+            check_writable_file(path, flag, CompressError)
+            if not force:
+                check_replaceable_file(path, flag, kind, CompressError)
+    res = run_compress(req)
+    if output is not None:
+        save_compressed(output, res.model)
+    if json is not None:
+        Path(json).write_text(_json.dumps(res.summary, indent=2) + "\n")
+    if export is not None:
+        import torch
+
+        x = res.test_loader.dataset.tensors[0][:1]
+        torch.export.save(torch.export.export(res.model.eval(), (x,)), str(export))
+    return Compressed(res.model, res.summary, None if output is None else Path(output))
 
 
 # ------------------------------------------------------------------ compile

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["MARKER", "OutputError", "output_kind", "check_output_dir", "publish_dir",
-           "write_text_atomic"]
+           "write_text_atomic", "check_writable_file", "check_replaceable_file"]
 
 MARKER = ".shiftbook-output"
 _LEGACY_BUNDLE_FORMAT = "shiftbook-bundle"
@@ -127,3 +127,44 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable_file(path: str | Path, flag: str,
+                        error: type[Exception] = OutputError) -> None:
+    """Refuse a file path that cannot be written: a directory, a missing or read-only parent
+    directory, or a read-only existing file (``flag`` names the option in the message)."""
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{flag} {path}: is a directory, not a file")
+    parent = p.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise error(f"{flag} {path}: {parent} is a file, not a directory")
+    if not parent.is_dir():
+        raise error(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{flag} {path}: directory {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise error(f"{flag} {path}: the file exists and is not writable")
+
+
+def check_replaceable_file(path: str | Path, flag: str, kind: str,
+                           error: type[Exception] = OutputError, *,
+                           command: str = "shiftbook compress") -> None:
+    """Refuse to overwrite an existing file that is not an earlier output of this kind:
+    ``"torch"`` (a ``torch.save`` file: a checkpoint or compressed model), ``"pt2"`` (a
+    ``torch.export`` archive), ``"json"`` (a summary with ``method`` and ``layers``)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+        ours = head == b"PK\x03\x04"              # torch.save and torch.export write zips
+        if kind == "json":
+            ours = isinstance(d := json.loads(p.read_text()), dict) and "method" in d \
+                and "layers" in d
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise error(f"{flag} {path}: the file exists and is not an earlier `{command}` "
+                    f"output; choose another path, remove it, or pass --force")

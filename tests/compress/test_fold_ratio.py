@@ -148,7 +148,7 @@ def test_folded_save_load_export(tmp_path, tiny_loaders, resnet8):
     assert model_size(back).ratio == model_size(cm).ratio >= 12
     ep = torch.export.export(back, (x,))
     assert torch.equal(ep.module()(x), ref)
-    from shiftbook.commands.compress import format_summary, summary_dict
+    from shiftbook.sw.compress.pipeline import format_summary, summary_dict
 
     text = format_summary(summary_dict(back, model_size(back)))
     assert "batch norm: 9 folded into the convs" in text
