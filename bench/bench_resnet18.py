@@ -165,7 +165,7 @@ def main() -> int:
     result["config"] = cfg.name
     result["config_hash"] = cfg.hash
     result["core_config"] = cfg.to_dict()
-    result["instructions"] = int(bundle.manifest["program"]["instructions"])
+    result["instructions"] = bundle.manifest.program.instructions
     _note(f"core {cfg.name} ({cfg.hash}): {cfg.rows}x{cfg.cols} PEs, wbuf_rows {cfg.wbuf_rows}, "
           f"abuf {cfg.abuf_bytes} B, obuf {cfg.obuf_bytes} B, bus {cfg.bus_bytes} B; "
           f"{result['instructions']} instructions")
