@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Compressed", "Compiled", "LayerRun", "RunResult", "Report", "compress", "compile",
            "load", "run", "compare",
-           "estimate", "estimate_record", "energy", "report", "verilog", "build"]
+           "estimate", "estimate_record", "energy", "report", "verilog", "build", "run_on_board"]
 
 
 # ------------------------------------------------------------------ compress
@@ -358,3 +358,21 @@ def build(board: str | None, output: str | Path, *, config: str | None = None,
 
     return _build(board, output, config=config, allow_timing_fail=allow_timing_fail,
                   log=progress)
+
+
+def run_on_board(port: str | Any, bundle: str | Path | Bundle, *, baud: int | None = None,
+                 timeout: float = 60.0, read_all: bool = False,
+                 progress: Callable[[str], None] | None = None) -> Any:
+    """Load ``bundle`` onto a board running the shiftbook bitstream (``port``: a serial device
+    such as ``/dev/ttyUSB0`` or a transport object), run it and read its outputs back;
+    returns the host's ``RunResult`` (outputs by name, cycles, MARKs, status, optionally the
+    whole memory image). ``baud``: default the bitstream's rate (docs/boards.md)."""
+    from shiftbook.sw.host import DEFAULT_BAUD, load_bundle_and_run
+
+    rate = DEFAULT_BAUD if baud is None else baud
+    if rate <= 0:
+        raise ValueError(f"baud {rate} must be a positive rate in bit/s")
+    if not timeout >= 0:
+        raise ValueError(f"timeout {timeout:g} must be a number of seconds >= 0")
+    return load_bundle_and_run(port, bundle, baud=rate, timeout=timeout, read_all=read_all,
+                               progress=progress)

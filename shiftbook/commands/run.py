@@ -48,11 +48,11 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shiftbook.sw.host import load_bundle_and_run
+    from shiftbook import flow
 
     check_args(args)
-    res = load_bundle_and_run(args.port, args.bundle, baud=args.baud, timeout=args.timeout,
-                              read_all=args.all, progress=lambda m: print(m, file=sys.stderr))
+    res = flow.run_on_board(args.port, args.bundle, baud=args.baud, timeout=args.timeout,
+                            read_all=args.all, progress=lambda m: print(m, file=sys.stderr))
     summary = {"cycles": res.cycles, "marks": [{"id": i, "cycles": c} for i, c in res.marks],
                "outputs": {k: len(v) for k, v in res.outputs.items()}}
     if args.output:
