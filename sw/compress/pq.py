@@ -293,45 +293,10 @@ def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     m = copy.deepcopy(model)
     for p in m.parameters():
         p.requires_grad_(False)
-    layers = compressible_layers(m)
-    first = layers[0][0]
-    gen_seed = opts.seed
+    first = compressible_layers(m)[0][0]
     for li, (name, (k, d)) in enumerate(plan.items()):
-        mod = m.get_submodule(name)
-        w = mod.weight.detach()
-        rows = collect_inputs(m, name, train_loader, opts.n_activations, 4 * opts.n_rows,
-                              seed=gen_seed + li)
-        v = w.reshape(w.shape[0], -1, d).reshape(-1, d)
-        sample = None
-        if act_aware:
-            g = torch.Generator().manual_seed(gen_seed + 1000 + li)
-
-            def sample(i: int, rows: torch.Tensor = rows, g: torch.Generator = g,
-                       d: int = d) -> torch.Tensor:
-                idx = torch.randint(rows.shape[0], (min(opts.n_rows, rows.shape[0]),),
-                                    generator=g)
-                return rows[idx].reshape(-1, d)
-
-        c, a, splits = pq_em(v, k, sample_x=sample, iters=opts.em_iters,
-                             seed=gen_seed + li, eps=opts.eps)
-        cp = CodebookParam(c, a, tuple(w.shape))
-        parametrize.register_parametrization(mod, "weight", cp, unsafe=True)
-        mod.parametrizations.weight.original.requires_grad_(False)
-        w_hat = mod.weight.detach()
-        err = output_error(rows, w.reshape(w.shape[0], -1), w_hat.reshape(w.shape[0], -1))
-        acc_q = evaluate(m, test_loader)
-        kept = False
-        if opts.layer_ft_iters:
-            lr = opts.lr or 0.05
-            kept = _finetune_iters(m, train_loader, [cp.centroids], teacher,
-                                   opts.layer_ft_iters, lr, opts.progress,
-                                   f"pq finetune {name}")
-            if not kept and not has_bn(m):   # BN folded: retry a diverged one at lr / 10
-                kept = _finetune_iters(m, train_loader, [cp.centroids], teacher,
-                                       opts.layer_ft_iters, lr / 10, opts.progress,
-                                       f"pq finetune {name} (lr/10)")
-        steps.add(f"pq {name}", evaluate(m, test_loader), k=k, d=d, out_err=round(err, 6),
-                  acc_quantized=round(acc_q, 3), splits=splits, finetune_kept=kept)
+        _quantize_layer(m, name, li, k, d, train_loader, test_loader, opts, steps, teacher,
+                        act_aware)
     cps = [_params(m, n) for n in plan]
     # BN affine parameters (or, BN folded, the conv/linear biases) stay float (the compiler
     # folds them into BIAS); with opts.train_bn they adapt in the global fine-tunings too (the
@@ -346,14 +311,76 @@ def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     # DeepShift-Q's); SGD at lr 0.01 after late rounding diverged there (ResNet-8: 40% -> 12%).
     early = not has_bn(m)
     if not early and opts.global_ft_epochs:
-        cfg = TrainConfig(epochs=opts.global_ft_epochs, lr=0.01, optimizer="sgd",
-                          weight_decay=1e-4, schedule="step",
-                          step_size=max(1, math.ceil(opts.global_ft_epochs / 3)),
-                          progress=opts.progress, desc="pq global finetune")
-        train(m, train_loader, cfg, params=[p.centroids for p in cps] + bn,
-              loss_fn=kd_loss(teacher))
-        steps.add("pq global finetune", evaluate(m, test_loader))
-    # Codewords -> shift codes (per-layer scale); first conv -> shift codes.
+        _global_finetune(m, cps, bn, train_loader, test_loader, opts, steps, teacher)
+    _round_to_shift(m, cps, fmod, train_loader, test_loader, opts, steps, teacher)
+    _shift_finetune(m, cps, bn, fmod, early, train_loader, test_loader, opts, steps, teacher)
+    formats = _final_formats(m, plan, cps, first, opts)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    return m, formats
+
+
+def _quantize_layer(m: nn.Module, name: str, li: int, k: int, d: int, train_loader: DataLoader,
+                    test_loader: DataLoader, opts: CompressOptions, steps: Steps,
+                    teacher: nn.Module, act_aware: bool) -> None:
+    """The per-layer stage of layer ``name`` (``li``-th in the plan): sample its inputs from
+    the partly compressed ``m``, run EM, parametrize its weight by the codewords, fine-tune
+    its centroids by distillation, and record the step."""
+    mod = m.get_submodule(name)
+    w = mod.weight.detach()
+    rows = collect_inputs(m, name, train_loader, opts.n_activations, 4 * opts.n_rows,
+                          seed=opts.seed + li)
+    v = w.reshape(w.shape[0], -1, d).reshape(-1, d)
+    sample = None
+    if act_aware:
+        g = torch.Generator().manual_seed(opts.seed + 1000 + li)
+
+        def sample(i: int, rows: torch.Tensor = rows, g: torch.Generator = g,
+                   d: int = d) -> torch.Tensor:
+            idx = torch.randint(rows.shape[0], (min(opts.n_rows, rows.shape[0]),),
+                                generator=g)
+            return rows[idx].reshape(-1, d)
+
+    c, a, splits = pq_em(v, k, sample_x=sample, iters=opts.em_iters,
+                         seed=opts.seed + li, eps=opts.eps)
+    cp = CodebookParam(c, a, tuple(w.shape))
+    parametrize.register_parametrization(mod, "weight", cp, unsafe=True)
+    mod.parametrizations.weight.original.requires_grad_(False)
+    w_hat = mod.weight.detach()
+    err = output_error(rows, w.reshape(w.shape[0], -1), w_hat.reshape(w.shape[0], -1))
+    acc_q = evaluate(m, test_loader)
+    kept = False
+    if opts.layer_ft_iters:
+        lr = opts.lr or 0.05
+        kept = _finetune_iters(m, train_loader, [cp.centroids], teacher,
+                               opts.layer_ft_iters, lr, opts.progress,
+                               f"pq finetune {name}")
+        if not kept and not has_bn(m):   # BN folded: retry a diverged one at lr / 10
+            kept = _finetune_iters(m, train_loader, [cp.centroids], teacher,
+                                   opts.layer_ft_iters, lr / 10, opts.progress,
+                                   f"pq finetune {name} (lr/10)")
+    steps.add(f"pq {name}", evaluate(m, test_loader), k=k, d=d, out_err=round(err, 6),
+              acc_quantized=round(acc_q, 3), splits=splits, finetune_kept=kept)
+
+
+def _global_finetune(m: nn.Module, cps: list[CodebookParam], bn: list[nn.Parameter],
+                     train_loader: DataLoader, test_loader: DataLoader, opts: CompressOptions,
+                     steps: Steps, teacher: nn.Module) -> None:
+    """With BN: fine-tune all centroids together (SGD, BN in train mode) before rounding."""
+    cfg = TrainConfig(epochs=opts.global_ft_epochs, lr=0.01, optimizer="sgd",
+                      weight_decay=1e-4, schedule="step",
+                      step_size=max(1, math.ceil(opts.global_ft_epochs / 3)),
+                      progress=opts.progress, desc="pq global finetune")
+    train(m, train_loader, cfg, params=[p.centroids for p in cps] + bn,
+          loss_fn=kd_loss(teacher))
+    steps.add("pq global finetune", evaluate(m, test_loader))
+
+
+def _round_to_shift(m: nn.Module, cps: list[CodebookParam], fmod: nn.Module,
+                    train_loader: DataLoader, test_loader: DataLoader, opts: CompressOptions,
+                    steps: Steps, teacher: nn.Module) -> None:
+    """Codewords -> shift codes (per-layer scale, straight-through), first conv -> shift codes
+    (:class:`ShiftSTE`), then the recalibration step of :func:`.common.recalibrate`."""
     for cp in cps:
         cp.exp_bits, cp.rounding = opts.exp_bits, opts.rounding
         cp.w_frac = _layer_w_frac(cp.centroids.detach(), opts.exp_bits, opts.rounding)
@@ -362,22 +389,39 @@ def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     steps.add("codewords -> shift codes", evaluate(m, test_loader))
     if step := recalibrate(m, teacher, train_loader, opts):
         steps.add(step, evaluate(m, test_loader))
+
+
+def _shift_finetune(m: nn.Module, cps: list[CodebookParam], bn: list[nn.Parameter],
+                    fmod: nn.Module, early: bool, train_loader: DataLoader,
+                    test_loader: DataLoader, opts: CompressOptions, steps: Steps,
+                    teacher: nn.Module) -> None:
+    """The straight-through fine-tune after rounding: centroids, first conv and (with
+    ``opts.train_bn``) the affine parameters. ``early`` (BN folded): Adam for
+    ``global_ft_epochs + 2 * shift_ft_epochs``; with BN: SGD for ``shift_ft_epochs``."""
     # BN folded: one straight-through fine-tune of global_ft_epochs + 2 * shift_ft_epochs (16
     # by default): without BN to re-normalise, recovering from the rounding takes longer
     # (ResNet-8: 10 epochs 96.67%, 16 epochs 97.50%, float 98.89%)
     epochs = (opts.global_ft_epochs + 2 * opts.shift_ft_epochs) if early \
         else opts.shift_ft_epochs
-    if epochs:
-        orig = fmod.parametrizations.weight.original
-        orig.requires_grad_(True)
-        cfg = TrainConfig(epochs=epochs, lr=1e-3 if early else 0.01,
-                          optimizer="adam" if early else "sgd",
-                          weight_decay=0.0, schedule="cosine", progress=opts.progress,
-                          desc="pq shift finetune")
-        train(m, train_loader, cfg, params=[p.centroids for p in cps] + [orig] + bn,
-              loss_fn=kd_loss(teacher))
-        steps.add("shift-aware finetune", evaluate(m, test_loader))
+    if not epochs:
+        return
+    orig = fmod.parametrizations.weight.original
+    orig.requires_grad_(True)
+    cfg = TrainConfig(epochs=epochs, lr=1e-3 if early else 0.01,
+                      optimizer="adam" if early else "sgd",
+                      weight_decay=0.0, schedule="cosine", progress=opts.progress,
+                      desc="pq shift finetune")
+    train(m, train_loader, cfg, params=[p.centroids for p in cps] + [orig] + bn,
+          loss_fn=kd_loss(teacher))
+    steps.add("shift-aware finetune", evaluate(m, test_loader))
+
+
+def _final_formats(m: nn.Module, plan: dict[str, tuple[int, int]], cps: list[CodebookParam],
+                   first: str, opts: CompressOptions) -> dict[str, Format]:
+    """Remove the parametrizations (weights left decoded) and return every layer's hardware
+    format: the first conv's shift codes, the others' codebooks (:func:`encode_layer`)."""
     formats: dict[str, Format] = {}
+    fmod = m.get_submodule(first)
     parametrize.remove_parametrizations(fmod, "weight", leave_parametrized=False)
     codes, wf = shift_codes(fmod.weight, opts.exp_bits, rounding=opts.rounding,
                             per_channel=opts.per_channel)
@@ -386,6 +430,4 @@ def pq(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         formats[name] = encode_layer(cp, opts.exp_bits, opts.rounding)
         parametrize.remove_parametrizations(m.get_submodule(name), "weight",
                                             leave_parametrized=False)
-    for p in m.parameters():
-        p.requires_grad_(True)
-    return m, formats
+    return formats
