@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -72,102 +74,105 @@ class DMA(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._cfg
-        B = cfg.bus_bytes
-        mem, bp = self.mem, self.buf
-        fifo = m.submodules.inflight = SyncFIFO(width=3 + 22, depth=self._depth)
+        d = self._signals()
+        d.fifo = m.submodules.inflight = SyncFIFO(width=3 + 22, depth=self._depth)
         # LOAD CB: response words wait here for the codebook writer (one code per cycle).
-        cbq = m.submodules.cb_words = SyncFIFO(width=8 * B, depth=self._depth)
-        cb_count = Signal(range(self._depth + 1))   # CB reads issued, words not yet consumed
-        cb_busy = Signal()
-        m.d.comb += cb_busy.eq(cb_count != 0)
+        d.cbq = m.submodules.cb_words = SyncFIFO(width=8 * self._cfg.bus_bytes, depth=self._depth)
+        m.d.comb += d.cb_busy.eq(d.cb_count != 0)
+        self._accept(m, d)
+        self._walker(m, d)
+        self._requests(m, d)
+        self._responses(m, d)
+        pop = self._codebook_writer(m, d.cbq, d.cb_dd, d.cb_k, d.cb_row, d.cb_col)
+        cb_issue = Signal()
+        m.d.comb += cb_issue.eq(d.accept & ~self.mem.cmd_we & d.cb & ~d.s1_valid)
+        m.d.sync += d.cb_count.eq(d.cb_count + cb_issue - pop)
+        m.d.comb += self.issue.busy.eq(d.active | d.s1_valid | d.fifo.r_rdy | d.cb_busy)
+        return m
 
-        active, store, cb = Signal(), Signal(), Signal()
-        buf = Signal(2)
-        ext_run, ext_cur = Signal(28), Signal(28)
-        buf_run, buf_cur = Signal(22), Signal(22)
-        words1, runs1 = Signal(16), Signal(16)   # words - 1, runs - 1
-        ext_stride, buf_stride = Signal(20), Signal(18)
-        w_cnt, r_cnt = Signal(16), Signal(16)
-        walk = Signal()      # issuing requests
+    def _signals(self) -> SimpleNamespace:
+        """The walker's registers and the handshake signals shared by the sections."""
+        cfg = self._cfg
+        shapes = dict(
+            cb_count=range(self._depth + 1),   # CB reads issued, words not yet consumed
+            cb_busy=1, active=1, store=1, cb=1, buf=2,
+            ext_run=28, ext_cur=28, buf_run=22, buf_cur=22,
+            words1=16, runs1=16,               # words - 1, runs - 1
+            ext_stride=20, buf_stride=18, w_cnt=16, r_cnt=16,
+            walk=1,                            # issuing requests
+            s1_valid=1, s1_addr=28,            # the store word presented to memory
+            cb_dd=range(1, cfg.max_d + 1),     # CB_D (out of range: max_d, as the decoder)
+            cb_k=self._ib + 1, cb_row=self._ib + 1, cb_col=range(cfg.max_d),
+            step=1,                            # the walker advances one word
+            accept=1, adv=1)                   # memory took a request; the store pipe moves
+        return SimpleNamespace(**{k: Signal(v, name=k) for k, v in shapes.items()})
 
-        s1_valid = Signal()
-        s1_addr = Signal(28)
-
+    def _accept(self, m: Module, d: SimpleNamespace) -> None:
+        """Take the next instruction once the walk and the codebook writer are done."""
+        cfg = self._cfg
         ins = self.issue.insn.payload
-        cb_dd = Signal(range(1, cfg.max_d + 1))   # CB_D (out of range: max_d, as the decoder)
-        cb_k = Signal(self._ib + 1)
-        cb_row = Signal(self._ib + 1)
-        cb_col = Signal(range(cfg.max_d))
-        m.d.comb += self.issue.insn.ready.eq(~active & ~cb_busy)
-        with m.If(self.issue.insn.valid & ~active & ~cb_busy):
-            m.d.sync += [active.eq((ins.words != 0) & (ins.runs != 0)), store.eq(ins.store),
-                         cb.eq(ins.buf == Buf.CB), cb_row.eq(0), cb_col.eq(0),
-                         cb_dd.eq(Mux((self.cb_d == 0) | (self.cb_d > cfg.max_d), cfg.max_d,
-                                      self.cb_d)),
-                         cb_k.eq(Mux(self.cb_k > cfg.max_k, cfg.max_k, self.cb_k)),
-                         buf.eq(ins.buf[:2]), ext_run.eq(ins.ext_addr), ext_cur.eq(ins.ext_addr),
-                         buf_run.eq(ins.buf_addr), buf_cur.eq(ins.buf_addr),
-                         words1.eq(ins.words - 1), runs1.eq(ins.runs - 1),
-                         ext_stride.eq(ins.ext_stride), buf_stride.eq(ins.buf_stride),
-                         w_cnt.eq(0), r_cnt.eq(0)]
+        m.d.comb += self.issue.insn.ready.eq(~d.active & ~d.cb_busy)
+        with m.If(self.issue.insn.valid & ~d.active & ~d.cb_busy):
+            m.d.sync += [d.active.eq((ins.words != 0) & (ins.runs != 0)), d.store.eq(ins.store),
+                         d.cb.eq(ins.buf == Buf.CB), d.cb_row.eq(0), d.cb_col.eq(0),
+                         d.cb_dd.eq(Mux((self.cb_d == 0) | (self.cb_d > cfg.max_d), cfg.max_d,
+                                        self.cb_d)),
+                         d.cb_k.eq(Mux(self.cb_k > cfg.max_k, cfg.max_k, self.cb_k)),
+                         d.buf.eq(ins.buf[:2]),
+                         d.ext_run.eq(ins.ext_addr), d.ext_cur.eq(ins.ext_addr),
+                         d.buf_run.eq(ins.buf_addr), d.buf_cur.eq(ins.buf_addr),
+                         d.words1.eq(ins.words - 1), d.runs1.eq(ins.runs - 1),
+                         d.ext_stride.eq(ins.ext_stride), d.buf_stride.eq(ins.buf_stride),
+                         d.w_cnt.eq(0), d.r_cnt.eq(0)]
 
-        m.d.comb += walk.eq(active)
-        inc = 1
-        run_step = buf_stride
-
-        step = Signal()   # the walker advances one word
-        with m.If(step):
-            with m.If(w_cnt == words1):
-                m.d.sync += [w_cnt.eq(0), r_cnt.eq(r_cnt + 1),
-                             ext_run.eq(ext_run + ext_stride),
-                             ext_cur.eq(ext_run + ext_stride),
-                             buf_run.eq(buf_run + run_step),
-                             buf_cur.eq(buf_run + run_step)]
-                with m.If(r_cnt == runs1):
-                    m.d.sync += active.eq(0)
+    def _walker(self, m: Module, d: SimpleNamespace) -> None:
+        """``for r in runs: for w in words``: one word per ``step``, with adders only."""
+        m.d.comb += d.walk.eq(d.active)
+        with m.If(d.step):
+            with m.If(d.w_cnt == d.words1):
+                m.d.sync += [d.w_cnt.eq(0), d.r_cnt.eq(d.r_cnt + 1),
+                             d.ext_run.eq(d.ext_run + d.ext_stride),
+                             d.ext_cur.eq(d.ext_run + d.ext_stride),
+                             d.buf_run.eq(d.buf_run + d.buf_stride),
+                             d.buf_cur.eq(d.buf_run + d.buf_stride)]
+                with m.If(d.r_cnt == d.runs1):
+                    m.d.sync += d.active.eq(0)
             with m.Else():
-                m.d.sync += [w_cnt.eq(w_cnt + 1), ext_cur.eq(ext_cur + 1),
-                             buf_cur.eq(buf_cur + inc)]
+                m.d.sync += [d.w_cnt.eq(d.w_cnt + 1), d.ext_cur.eq(d.ext_cur + 1),
+                             d.buf_cur.eq(d.buf_cur + 1)]
 
-        # Store pipeline: S0 reads OUT, S1 presents the write.
-        accept = Signal()
-        m.d.comb += accept.eq(mem.cmd_valid & mem.cmd_ready)
-        adv = Signal()
-        m.d.comb += adv.eq(walk & store & (~s1_valid | accept))
-        m.d.comb += [bp.out_r_en.eq(adv), bp.out_r_addr.eq(buf_cur)]
-        with m.If(adv):
-            m.d.sync += [s1_valid.eq(1), s1_addr.eq(ext_cur)]
-        with m.Elif(accept & s1_valid):
+    def _requests(self, m: Module, d: SimpleNamespace) -> None:
+        """The store pipeline (S0 reads OUT, S1 presents the write) and the command mux: a
+        pending store word first, else a load read (its buffer address into the FIFO)."""
+        mem, bp, fifo, s1_valid = self.mem, self.buf, d.fifo, d.s1_valid
+        m.d.comb += d.accept.eq(mem.cmd_valid & mem.cmd_ready)
+        m.d.comb += d.adv.eq(d.walk & d.store & (~s1_valid | d.accept))
+        m.d.comb += [bp.out_r_en.eq(d.adv), bp.out_r_addr.eq(d.buf_cur)]
+        with m.If(d.adv):
+            m.d.sync += [s1_valid.eq(1), d.s1_addr.eq(d.ext_cur)]
+        with m.Elif(d.accept & s1_valid):
             m.d.sync += s1_valid.eq(0)
 
-        # Command mux: a pending store word first, else a load read.
         with m.If(s1_valid):
-            m.d.comb += [mem.cmd_valid.eq(1), mem.cmd_we.eq(1), mem.cmd_addr.eq(s1_addr),
+            m.d.comb += [mem.cmd_valid.eq(1), mem.cmd_we.eq(1), mem.cmd_addr.eq(d.s1_addr),
                          mem.cmd_wdata.eq(bp.out_r_data)]
-            m.d.comb += step.eq(adv)
+            m.d.comb += d.step.eq(d.adv)
         with m.Else():
-            m.d.comb += [mem.cmd_valid.eq(walk & ~store & fifo.w_rdy &
-                                           (~cb | (cb_count != self._depth))),
-                         mem.cmd_addr.eq(ext_cur)]
-            m.d.comb += step.eq(adv | (accept & ~store))
-        m.d.comb += [fifo.w_en.eq(accept & ~mem.cmd_we),
-                     fifo.w_data.eq(buf | (cb << 2) | (buf_cur << 3))]
+            m.d.comb += [mem.cmd_valid.eq(d.walk & ~d.store & fifo.w_rdy &
+                                          (~d.cb | (d.cb_count != self._depth))),
+                         mem.cmd_addr.eq(d.ext_cur)]
+            m.d.comb += d.step.eq(d.adv | (d.accept & ~d.store))
+        m.d.comb += [fifo.w_en.eq(d.accept & ~mem.cmd_we),
+                     fifo.w_data.eq(d.buf | (d.cb << 2) | (d.buf_cur << 3))]
 
-        # Load responses: buffer writes, or codebook words into the queue.
+    def _responses(self, m: Module, d: SimpleNamespace) -> None:
+        """Load responses: buffer writes, or codebook words into the queue."""
+        mem, bp, fifo, cbq = self.mem, self.buf, d.fifo, d.cbq
         rsp_cb = fifo.r_data[2]
         m.d.comb += [fifo.r_en.eq(mem.rsp_valid),
                      bp.wr_en.eq(mem.rsp_valid & ~rsp_cb), bp.wr_buf.eq(fifo.r_data[:2]),
                      bp.wr_addr.eq(fifo.r_data[3:]), bp.wr_data.eq(mem.rsp_data),
                      cbq.w_en.eq(mem.rsp_valid & rsp_cb), cbq.w_data.eq(mem.rsp_data)]
-
-        pop = self._codebook_writer(m, cbq, cb_dd, cb_k, cb_row, cb_col)
-        cb_issue = Signal()
-        m.d.comb += cb_issue.eq(accept & ~mem.cmd_we & cb & ~s1_valid)
-        m.d.sync += cb_count.eq(cb_count + cb_issue - pop)
-
-        m.d.comb += self.issue.busy.eq(active | s1_valid | fifo.r_rdy | cb_busy)
-        return m
 
     def _codebook_writer(self, m: Module, cbq, cb_dd, cb_k, cb_row, cb_col) -> Signal:
         """Writes the queued LOAD CB words into the decoder's codebook; returns ``pop`` (the

@@ -7,6 +7,8 @@ a log of the core's MARK reports.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -15,6 +17,9 @@ from amaranth.lib.wiring import In, Out
 from shiftbook import protocol as proto
 
 __all__ = ["LinkEngine", "crc8_step"]
+
+# Where a reply's payload bytes come from: the STATUS fields, the INFO constant or `rword`.
+_SRC_STATUS, _SRC_INFO, _SRC_WORD = 0, 1, 2
 
 
 def crc8_step(crc: Value, byte: Value) -> Value:
@@ -134,233 +139,274 @@ class LinkEngine(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        B = self._bus_bytes
-        W = 8 * B
+        s = self._signals()
+        self._memories(m, s)
+        self._status_registers(m, s)
+        self._reply_source(m, s)
+        with m.FSM():
+            self._receive_states(m, s)
+            self._execute_states(m, s)
+            self._reply_states(m, s)
+        return m
 
-        m.submodules.stage = stage = Memory(shape=unsigned(W), depth=self._stage_words, init=[])
-        stage_w = stage.write_port()
+    def _signals(self) -> SimpleNamespace:
+        """The request state shared by the sections of :meth:`elaborate`."""
+        B, W = self._bus_bytes, 8 * self._bus_bytes
+        s = SimpleNamespace()
+        # the mark log and status registers
+        s.marks, s.last_id, s.last_cycles = (Signal(16, name="marks"), Signal(16, name="last_id"),
+                                             Signal(48, name="last_cycles"))
+        s.clear_marks = Signal(name="clear_marks")
+        s.snap = Signal(48, name="snap")   # the cycle counter when STATUS executed (no torn reads)
+        # the request: header (command, address, length), running CRC, payload position
+        s.hdr = Signal(8 * proto.HEADER_BYTES, name="hdr")
+        s.cmd, s.addr, s.length = s.hdr[:8], s.hdr[8:40], s.hdr[40:56]
+        s.crc = Signal(8, name="crc")
+        s.count = Signal(range(proto.HEADER_BYTES), name="count")
+        s.word = Signal(16, name="word")       # word index within the frame's payload
+        s.lane = Signal(range(B), name="lane")  # byte index within a received word
+        s.wreg = Signal(W, name="wreg")
+        s.idle = Signal(range(self._timeout + 1), name="idle")
+        s.status = Signal(8, name="status")
+        s.has_payload = Signal(name="has_payload")
+        s.src_mem = Signal(name="src_mem")     # payload words from memory (else mark log)
+        # Reply payload: bytes `pos..last` of the STATUS fields, the INFO constant or `rword`
+        # (a memory word or a mark log entry, fetched word by word).
+        s.src = Signal(2, name="src")
+        s.pos = Signal(range(max(B, 8, proto.INFO_BYTES, proto.STATUS_BYTES)), name="pos")
+        s.last = Signal.like(s.pos, name="last")
+        s.rword = Signal(max(W, 64) if self._mark_depth else W, name="rword")
+        s.out_byte = Signal(8, name="out_byte")
+        s.end = Signal(33, name="end")
+        return s
+
+    def _memories(self, m: Module, s: SimpleNamespace) -> None:
+        """The staging buffer of WRITE payloads and, with ``mark_depth``, the MARK log."""
+        m.submodules.stage = stage = Memory(shape=unsigned(8 * self._bus_bytes),
+                                            depth=self._stage_words, init=[])
+        stage_w = stage.write_port()   # (one statement each: the ports take their names)
         stage_r = stage.read_port()
+        s.stage_w, s.stage_r = stage_w, stage_r
+        s.mark_w = s.mark_r = None
         if self._mark_depth:
             m.submodules.marklog = marklog = Memory(shape=unsigned(64), depth=self._mark_depth,
                                                     init=[])
             mark_w = marklog.write_port()
             mark_r = marklog.read_port()
+            s.mark_w, s.mark_r = mark_w, mark_r
 
-        # ---- mark log and status registers
-        marks = Signal(16)
-        last_id = Signal(16)
-        last_cycles = Signal(48)
-        clear_marks = Signal()
+    def _status_registers(self, m: Module, s: SimpleNamespace) -> None:
+        """MARK logging (cleared by START), the STATUS payload and the INFO constant."""
+        marks = s.marks
         if self._mark_depth:
-            m.d.comb += [mark_w.addr.eq(marks), mark_w.data.eq(Cat(self.mark_id, self.cycles)),
-                         mark_w.en.eq(self.mark_valid & (marks < self._mark_depth))]
-        with m.If(clear_marks):
+            m.d.comb += [s.mark_w.addr.eq(marks),
+                         s.mark_w.data.eq(Cat(self.mark_id, self.cycles)),
+                         s.mark_w.en.eq(self.mark_valid & (marks < self._mark_depth))]
+        with m.If(s.clear_marks):
             m.d.sync += marks.eq(0)
         with m.Elif(self.mark_valid):
             m.d.sync += [marks.eq(Mux(marks == 0xFFFF, marks, marks + 1)),
-                         last_id.eq(self.mark_id), last_cycles.eq(self.cycles)]
-        snap = Signal(48)        # the cycle counter when STATUS executed (no torn reads)
-        status_payload = Cat(self.core_busy, self.core_done, self.core_error, Const(0, 5),
-                             snap, marks, last_id, last_cycles)
-        assert len(status_payload) == 8 * proto.STATUS_BYTES
+                         s.last_id.eq(self.mark_id), s.last_cycles.eq(self.cycles)]
+        s.status_payload = Cat(self.core_busy, self.core_done, self.core_error, Const(0, 5),
+                               s.snap, marks, s.last_id, s.last_cycles)
+        assert len(s.status_payload) == 8 * proto.STATUS_BYTES
         info = self.info_payload()
         assert len(info) == proto.INFO_BYTES
-        info_const = Const(int.from_bytes(info, "little"), 8 * len(info))
+        s.info_const = Const(int.from_bytes(info, "little"), 8 * len(info))
 
-        # ---- request state
-        byte = self.rx.payload
-        got = self.rx.valid
+    def _reply_source(self, m: Module, s: SimpleNamespace) -> None:
+        """The receive side's ready, the reply's payload byte at ``pos`` and ``addr + length``."""
         m.d.comb += self.rx.ready.eq(1)
-        hdr = Signal(8 * proto.HEADER_BYTES)
-        cmd = hdr[:8]
-        addr = hdr[8:40]
-        length = hdr[40:56]
-        crc = Signal(8)
-        count = Signal(range(proto.HEADER_BYTES))
-        word = Signal(16)                         # word index within the frame's payload
-        lane = Signal(range(B))                   # byte index within a received word
-        wreg = Signal(W)
-        idle = Signal(range(self._timeout + 1))
-        status = Signal(8)
-        has_payload = Signal()
-        src_mem = Signal()                        # payload words from memory (else mark log)
-        # Reply payload: bytes `pos..last` of the STATUS fields, the INFO constant or `rword`
-        # (a memory word or a mark log entry, fetched word by word).
-        SRC_STATUS, SRC_INFO, SRC_WORD = 0, 1, 2
-        src = Signal(2)
-        pos = Signal(range(max(B, 8, proto.INFO_BYTES, proto.STATUS_BYTES)))
-        last = Signal.like(pos)
-        rword = Signal(max(W, 64) if self._mark_depth else W)
-        out_byte = Signal(8)
-        with m.Switch(src):
-            with m.Case(SRC_STATUS):
-                m.d.comb += out_byte.eq(status_payload.word_select(pos, 8))
-            with m.Case(SRC_INFO):
-                m.d.comb += out_byte.eq(info_const.word_select(pos, 8))
+        with m.Switch(s.src):
+            with m.Case(_SRC_STATUS):
+                m.d.comb += s.out_byte.eq(s.status_payload.word_select(s.pos, 8))
+            with m.Case(_SRC_INFO):
+                m.d.comb += s.out_byte.eq(s.info_const.word_select(s.pos, 8))
             with m.Default():
-                m.d.comb += out_byte.eq(rword.word_select(pos, 8))
-        end = Signal(33)
-        m.d.comb += end.eq(addr + length)
+                m.d.comb += s.out_byte.eq(s.rword.word_select(s.pos, 8))
+        m.d.comb += s.end.eq(s.addr + s.length)
 
-        def count_idle(on_timeout: str) -> None:
+    def _count_idle(self, m: Module, s: SimpleNamespace, on_timeout: str) -> None:
+        """Within a receiving state: a byte restarts the idle count, ``timeout`` idle cycles
+        end the frame with TIMEOUT."""
+        with m.If(self.rx.valid):
+            m.d.sync += s.idle.eq(0)
+        with m.Elif(s.idle == self._timeout):
+            m.d.sync += [s.idle.eq(0), s.status.eq(proto.Status.TIMEOUT)]
+            m.next = on_timeout
+        with m.Else():
+            m.d.sync += s.idle.eq(s.idle + 1)
+
+    def _error(self, m: Module, s: SimpleNamespace, code: int) -> None:
+        """Reject the frame with ``code`` once its remaining bytes are swallowed (DRAIN)."""
+        m.d.sync += [s.status.eq(code), s.idle.eq(0)]
+        m.next = "DRAIN"
+
+    def _receive_states(self, m: Module, s: SimpleNamespace) -> None:
+        """IDLE, HEADER, CHECK, PAYLOAD (into the staging buffer) and CRC: the request's bytes."""
+        byte, got, crc = self.rx.payload, self.rx.valid, s.crc
+        with m.State("IDLE"):
+            with m.If(got & (byte == proto.REQ_SYNC)):
+                m.d.sync += [crc.eq(0), s.count.eq(0), s.idle.eq(0)]
+                m.next = "HEADER"
+        with m.State("HEADER"):
             with m.If(got):
-                m.d.sync += idle.eq(0)
-            with m.Elif(idle == self._timeout):
-                m.d.sync += [idle.eq(0), status.eq(proto.Status.TIMEOUT)]
-                m.next = on_timeout
-            with m.Else():
-                m.d.sync += idle.eq(idle + 1)
-
-        def error(code: int) -> None:
-            m.d.sync += [status.eq(code), idle.eq(0)]
-            m.next = "DRAIN"
-
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(got & (byte == proto.REQ_SYNC)):
-                    m.d.sync += [crc.eq(0), count.eq(0), idle.eq(0)]
-                    m.next = "HEADER"
-            with m.State("HEADER"):
-                with m.If(got):
-                    m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), crc.eq(crc8_step(crc, byte)),
-                                 count.eq(count + 1)]
-                    with m.If(count == proto.HEADER_BYTES - 1):
-                        m.next = "CHECK"
-                count_idle("REPLY")
-            with m.State("CHECK"):
-                m.d.comb += self.rx.ready.eq(0)   # the next byte waits a cycle for the checks
-                m.d.sync += [word.eq(0), lane.eq(0), idle.eq(0)]
-                with m.Switch(cmd):
-                    with m.Case(proto.Cmd.WRITE):
-                        with m.If((length == 0) | (length > self._stage_words)
-                                  | (end > self._mem_words)):
-                            error(proto.Status.BAD_LENGTH)
-                        with m.Else():
-                            m.next = "PAYLOAD"
-                    with m.Case(proto.Cmd.READ):
-                        with m.If((length == 0) | (end > self._mem_words)):
-                            error(proto.Status.BAD_LENGTH)
-                        with m.Else():
-                            m.next = "CRC"
-                    with m.Case(proto.Cmd.MARKS):
-                        with m.If((length == 0) | (end > self._mark_depth)):  # 0: no log
-                            error(proto.Status.BAD_LENGTH)
-                        with m.Else():
-                            m.next = "CRC"
-                    with m.Case(proto.Cmd.START, proto.Cmd.STATUS, proto.Cmd.INFO):
+                m.d.sync += [s.hdr.eq(Cat(s.hdr[8:], byte)), crc.eq(crc8_step(crc, byte)),
+                             s.count.eq(s.count + 1)]
+                with m.If(s.count == proto.HEADER_BYTES - 1):
+                    m.next = "CHECK"
+            self._count_idle(m, s, "REPLY")
+        with m.State("CHECK"):
+            self._check_request(m, s)
+        with m.State("PAYLOAD"):
+            with m.If(got):
+                m.d.sync += [crc.eq(crc8_step(crc, byte)), s.wreg.eq(Cat(s.wreg[8:], byte)),
+                             s.lane.eq(s.lane + 1)]
+                with m.If(s.lane == self._bus_bytes - 1):
+                    m.d.comb += [s.stage_w.addr.eq(s.word),
+                                 s.stage_w.data.eq(Cat(s.wreg[8:], byte)), s.stage_w.en.eq(1)]
+                    m.d.sync += [s.lane.eq(0), s.word.eq(s.word + 1)]
+                    with m.If(s.word == s.length - 1):
                         m.next = "CRC"
-                    with m.Default():
-                        error(proto.Status.UNKNOWN_CMD)
-            with m.State("PAYLOAD"):
-                with m.If(got):
-                    m.d.sync += [crc.eq(crc8_step(crc, byte)), wreg.eq(Cat(wreg[8:], byte)),
-                                 lane.eq(lane + 1)]
-                    with m.If(lane == B - 1):
-                        m.d.comb += [stage_w.addr.eq(word), stage_w.data.eq(Cat(wreg[8:], byte)),
-                                     stage_w.en.eq(1)]
-                        m.d.sync += [lane.eq(0), word.eq(word + 1)]
-                        with m.If(word == length - 1):
-                            m.next = "CRC"
-                count_idle("REPLY")
-            with m.State("CRC"):
-                with m.If(got):
-                    with m.If(byte != crc):
-                        error(proto.Status.BAD_CRC)
-                    with m.Else():
-                        m.next = "EXEC"
-                count_idle("REPLY")
-            with m.State("EXEC"):
-                m.d.sync += [word.eq(0), status.eq(proto.Status.OK), has_payload.eq(0),
-                             src.eq(SRC_WORD), pos.eq(0)]
-                busy_cmd = ((cmd == proto.Cmd.WRITE) | (cmd == proto.Cmd.READ)
-                            | (cmd == proto.Cmd.START))
-                with m.If(busy_cmd & self.core_busy):
-                    m.d.sync += status.eq(proto.Status.BUSY)
-                    m.next = "REPLY"
+            self._count_idle(m, s, "REPLY")
+        with m.State("CRC"):
+            with m.If(got):
+                with m.If(byte != crc):
+                    self._error(m, s, proto.Status.BAD_CRC)
                 with m.Else():
-                    with m.Switch(cmd):
-                        with m.Case(proto.Cmd.WRITE):
-                            m.next = "COPY_READ"
-                        with m.Case(proto.Cmd.READ):
-                            m.d.sync += [has_payload.eq(1), src_mem.eq(1)]
-                            m.next = "REPLY"
-                        with m.Case(proto.Cmd.MARKS):
-                            m.d.sync += [has_payload.eq(1), src_mem.eq(0)]
-                            m.next = "REPLY"
-                        with m.Case(proto.Cmd.START):
-                            m.d.comb += [self.start.eq(1), clear_marks.eq(1)]
-                            m.next = "REPLY"
-                        with m.Case(proto.Cmd.STATUS):
-                            m.d.sync += [has_payload.eq(1), src.eq(SRC_STATUS),
-                                         last.eq(proto.STATUS_BYTES - 1), snap.eq(self.cycles)]
-                            m.next = "REPLY"
-                        with m.Case(proto.Cmd.INFO):
-                            m.d.sync += [has_payload.eq(1), src.eq(SRC_INFO),
-                                         last.eq(proto.INFO_BYTES - 1)]
-                            m.next = "REPLY"
-            with m.State("COPY_READ"):
-                m.d.comb += stage_r.addr.eq(word)
-                m.next = "COPY_WRITE"
-            with m.State("COPY_WRITE"):
-                m.d.comb += [self.mem_addr.eq(addr + word), self.mem_wdata.eq(stage_r.data),
-                             self.mem_we.eq(1)]
-                m.d.sync += word.eq(word + 1)
-                with m.If(word == length - 1):
-                    m.next = "REPLY"
-                with m.Else():
-                    m.next = "COPY_READ"
-            with m.State("DRAIN"):   # swallow the rest of a bad frame, then reply the error
-                with m.If(got):
-                    m.d.sync += idle.eq(0)
-                with m.Elif(idle == self._timeout):
-                    m.d.sync += [idle.eq(0), has_payload.eq(0)]
-                    m.next = "REPLY"
-                with m.Else():
-                    m.d.sync += idle.eq(idle + 1)
+                    m.next = "EXEC"
+            self._count_idle(m, s, "REPLY")
 
-            # ---- reply
-            with m.State("REPLY"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(proto.RSP_SYNC)]
-                with m.If(self.tx.ready):
-                    m.next = "REPLY_STATUS"
-            with m.State("REPLY_STATUS"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(status)]
-                with m.If(self.tx.ready):
-                    m.d.sync += crc.eq(crc8_step(Const(0, 8), status))
-                    with m.If(has_payload & (status == proto.Status.OK)):
-                        with m.If(src == SRC_WORD):
-                            m.next = "FETCH"
-                        with m.Else():
-                            m.next = "REPLY_PAYLOAD"
+    def _check_request(self, m: Module, s: SimpleNamespace) -> None:
+        """The CHECK state: the header's command and range, before any payload byte."""
+        length, end = s.length, s.end
+        m.d.comb += self.rx.ready.eq(0)   # the next byte waits a cycle for the checks
+        m.d.sync += [s.word.eq(0), s.lane.eq(0), s.idle.eq(0)]
+        with m.Switch(s.cmd):
+            with m.Case(proto.Cmd.WRITE):
+                with m.If((length == 0) | (length > self._stage_words)
+                          | (end > self._mem_words)):
+                    self._error(m, s, proto.Status.BAD_LENGTH)
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with m.Case(proto.Cmd.READ):
+                with m.If((length == 0) | (end > self._mem_words)):
+                    self._error(m, s, proto.Status.BAD_LENGTH)
+                with m.Else():
+                    m.next = "CRC"
+            with m.Case(proto.Cmd.MARKS):
+                with m.If((length == 0) | (end > self._mark_depth)):  # 0: no log
+                    self._error(m, s, proto.Status.BAD_LENGTH)
+                with m.Else():
+                    m.next = "CRC"
+            with m.Case(proto.Cmd.START, proto.Cmd.STATUS, proto.Cmd.INFO):
+                m.next = "CRC"
+            with m.Default():
+                self._error(m, s, proto.Status.UNKNOWN_CMD)
+
+    def _execute_states(self, m: Module, s: SimpleNamespace) -> None:
+        """EXEC, the WRITE copy from the staging buffer to memory, and DRAIN (a bad frame)."""
+        word = s.word
+        with m.State("EXEC"):
+            self._execute(m, s)
+        with m.State("COPY_READ"):
+            m.d.comb += s.stage_r.addr.eq(word)
+            m.next = "COPY_WRITE"
+        with m.State("COPY_WRITE"):
+            m.d.comb += [self.mem_addr.eq(s.addr + word), self.mem_wdata.eq(s.stage_r.data),
+                         self.mem_we.eq(1)]
+            m.d.sync += word.eq(word + 1)
+            with m.If(word == s.length - 1):
+                m.next = "REPLY"
+            with m.Else():
+                m.next = "COPY_READ"
+        with m.State("DRAIN"):   # swallow the rest of a bad frame, then reply the error
+            with m.If(self.rx.valid):
+                m.d.sync += s.idle.eq(0)
+            with m.Elif(s.idle == self._timeout):
+                m.d.sync += [s.idle.eq(0), s.has_payload.eq(0)]
+                m.next = "REPLY"
+            with m.Else():
+                m.d.sync += s.idle.eq(s.idle + 1)
+
+    def _execute(self, m: Module, s: SimpleNamespace) -> None:
+        """The EXEC state: run a checked request (BUSY while the core runs, for the commands
+        that touch memory or start it) and choose its reply payload."""
+        cmd, status, has_payload, src = s.cmd, s.status, s.has_payload, s.src
+        m.d.sync += [s.word.eq(0), status.eq(proto.Status.OK), has_payload.eq(0),
+                     src.eq(_SRC_WORD), s.pos.eq(0)]
+        busy_cmd = ((cmd == proto.Cmd.WRITE) | (cmd == proto.Cmd.READ)
+                    | (cmd == proto.Cmd.START))
+        with m.If(busy_cmd & self.core_busy):
+            m.d.sync += status.eq(proto.Status.BUSY)
+            m.next = "REPLY"
+        with m.Else():
+            with m.Switch(cmd):
+                with m.Case(proto.Cmd.WRITE):
+                    m.next = "COPY_READ"
+                with m.Case(proto.Cmd.READ):
+                    m.d.sync += [has_payload.eq(1), s.src_mem.eq(1)]
+                    m.next = "REPLY"
+                with m.Case(proto.Cmd.MARKS):
+                    m.d.sync += [has_payload.eq(1), s.src_mem.eq(0)]
+                    m.next = "REPLY"
+                with m.Case(proto.Cmd.START):
+                    m.d.comb += [self.start.eq(1), s.clear_marks.eq(1)]
+                    m.next = "REPLY"
+                with m.Case(proto.Cmd.STATUS):
+                    m.d.sync += [has_payload.eq(1), src.eq(_SRC_STATUS),
+                                 s.last.eq(proto.STATUS_BYTES - 1), s.snap.eq(self.cycles)]
+                    m.next = "REPLY"
+                with m.Case(proto.Cmd.INFO):
+                    m.d.sync += [has_payload.eq(1), src.eq(_SRC_INFO),
+                                 s.last.eq(proto.INFO_BYTES - 1)]
+                    m.next = "REPLY"
+
+    def _reply_states(self, m: Module, s: SimpleNamespace) -> None:
+        """The reply: sync, status, the payload (memory words and mark entries fetched one
+        word at a time) and the CRC."""
+        tx, status, crc, pos, word = self.tx, s.status, s.crc, s.pos, s.word
+        with m.State("REPLY"):
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(proto.RSP_SYNC)]
+            with m.If(tx.ready):
+                m.next = "REPLY_STATUS"
+        with m.State("REPLY_STATUS"):
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(status)]
+            with m.If(tx.ready):
+                m.d.sync += crc.eq(crc8_step(Const(0, 8), status))
+                with m.If(s.has_payload & (status == proto.Status.OK)):
+                    with m.If(s.src == _SRC_WORD):
+                        m.next = "FETCH"
                     with m.Else():
+                        m.next = "REPLY_PAYLOAD"
+                with m.Else():
+                    m.next = "REPLY_CRC"
+        with m.State("FETCH"):
+            with m.If(s.src_mem):
+                m.d.comb += [self.mem_addr.eq(s.addr + word), self.mem_re.eq(1)]
+            if self._mark_depth:
+                with m.Else():
+                    m.d.comb += s.mark_r.addr.eq(s.addr + word)
+            m.next = "LOAD"
+        with m.State("LOAD"):
+            m.d.sync += pos.eq(0)
+            with m.If(s.src_mem):
+                m.d.sync += [s.rword.eq(self.mem_rdata), s.last.eq(self._bus_bytes - 1)]
+            if self._mark_depth:
+                with m.Else():
+                    m.d.sync += [s.rword.eq(s.mark_r.data), s.last.eq(proto.MARK_BYTES - 1)]
+            m.next = "REPLY_PAYLOAD"
+        with m.State("REPLY_PAYLOAD"):
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(s.out_byte)]
+            with m.If(tx.ready):
+                m.d.sync += [pos.eq(pos + 1), crc.eq(crc8_step(crc, s.out_byte))]
+                with m.If(pos == s.last):
+                    with m.If((s.src != _SRC_WORD) | (word == s.length - 1)):
                         m.next = "REPLY_CRC"
-            with m.State("FETCH"):
-                with m.If(src_mem):
-                    m.d.comb += [self.mem_addr.eq(addr + word), self.mem_re.eq(1)]
-                if self._mark_depth:
                     with m.Else():
-                        m.d.comb += mark_r.addr.eq(addr + word)
-                m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.sync += pos.eq(0)
-                with m.If(src_mem):
-                    m.d.sync += [rword.eq(self.mem_rdata), last.eq(B - 1)]
-                if self._mark_depth:
-                    with m.Else():
-                        m.d.sync += [rword.eq(mark_r.data), last.eq(proto.MARK_BYTES - 1)]
-                m.next = "REPLY_PAYLOAD"
-            with m.State("REPLY_PAYLOAD"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(out_byte)]
-                with m.If(self.tx.ready):
-                    m.d.sync += [pos.eq(pos + 1), crc.eq(crc8_step(crc, out_byte))]
-                    with m.If(pos == last):
-                        with m.If((src != SRC_WORD) | (word == length - 1)):
-                            m.next = "REPLY_CRC"
-                        with m.Else():
-                            m.d.sync += word.eq(word + 1)
-                            m.next = "FETCH"
-            with m.State("REPLY_CRC"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc)]
-                with m.If(self.tx.ready):
-                    m.next = "IDLE"
-        return m
+                        m.d.sync += word.eq(word + 1)
+                        m.next = "FETCH"
+        with m.State("REPLY_CRC"):
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(crc)]
+            with m.If(tx.ready):
+                m.next = "IDLE"
