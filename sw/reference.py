@@ -270,23 +270,14 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
     rng = np.random.default_rng(seed)
     emax = (1 << exp_bits) - 1 if max_exp is None else min(max_exp, (1 << exp_bits) - 1)
     linear = op == "linear"
-    if linear:
-        kernel, stride, pad4, size_hw = 1, 1, (0, 0, 0, 0), (1, 1)
-    else:
-        p = kernel // 2 if padding is None else padding
-        if p < 0:
-            raise IRError(f"padding must be >= 0, not {p}")
-        pad4 = (p, p, p, p)
-        size_hw = (size, size)
-        if kernel > size + 2 * p:
-            raise IRError(f"kernel {kernel} is larger than the padded input {size + 2 * p}")
+    kernel, stride, pad4, size_hw = _random_geometry(linear, kernel, stride, padding, size)
     in_spec = TensorSpec("x", (cin, *size_hw), 5 if input_dist != "extreme" else 0)
     x = _random_input(rng, in_spec.shape, input_dist)
-    fan_in = cin * kernel * kernel
-    wshape = (cout, cin, kernel, kernel)
     g = Graph(inputs=["x"], outputs=["y"])
     g.add_tensor(in_spec)
     if weights_dist in ("normal", "sparse"):
+        fan_in = cin * kernel * kernel
+        wshape = (cout, cin, kernel, kernel)
         wf = rng.normal(0, math.sqrt(2.0 / fan_in), wshape)
         if weights_dist == "sparse":
             wf = wf * (rng.random(wshape) > 0.7)
@@ -296,30 +287,11 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
                                        calib=calib, stride=(stride, stride), padding=pad4,
                                        relu=relu, acc_bits=acc_bits, max_exp=emax,
                                        linear=linear)
-        g.add_tensor(out_spec)
     else:
-        oh = (size_hw[0] + pad4[0] + pad4[2] - kernel) // stride + 1
-        ow = (size_hw[1] + pad4[1] + pad4[3] - kernel) // stride + 1
-        zc = nx.zero_code(exp_bits)
-        if weights_dist == "zero":
-            codes = np.full(wshape, zc, np.int64)
-            bias = rng.integers(-1000, 1000, cout)
-            shift = np.full(cout, 4, np.int64)
-        else:
-            limit = (1 << (acc_bits - 1)) - 1
-            bias = rng.integers(-(1 << 10), 1 << 10, cout)
-            e_fit = int(math.floor(math.log2(max(1, (limit - (1 << 10)) / (128 * fan_in)))))
-            e = max(0, min(emax, e_fit))
-            sign = rng.integers(0, 2, wshape)
-            codes = np.asarray(nx.encode_shift(np.zeros(wshape), sign, np.full(wshape, e),
-                                               exp_bits), dtype=np.int64)
-            shift = np.full(cout, max(0, e + 1), np.int64)
-        out_spec = TensorSpec("y", (cout, oh, ow), 0)
-        g.add_tensor(out_spec)
-        kind = Linear if linear else Conv2d
-        conv = kind("layer0", "x", "y", weight=codes[:, :, 0, 0] if linear else codes,
-                    exp_bits=exp_bits, bias=bias, shift=shift, relu=relu and
-                    weights_dist != "extreme", stride=(stride, stride), padding=pad4)
+        conv, out_spec = _fixed_code_conv(rng, in_spec, cout, kernel, stride, pad4,
+                                          exp_bits=exp_bits, acc_bits=acc_bits, emax=emax,
+                                          weights_dist=weights_dist, relu=relu, linear=linear)
+    g.add_tensor(out_spec)
     if residual:
         if g.tensors["y"].shape != in_spec.shape:
             raise IRError(f"a residual layer needs an output shaped like its input "
@@ -336,6 +308,54 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
     g.add_op(conv)
     g.validate()
     return RandomLayer(g, {"x": x})
+
+
+def _random_geometry(linear: bool, kernel: int, stride: int, padding: int | None, size: int
+                     ) -> tuple[int, int, tuple[int, int, int, int], tuple[int, int]]:
+    """(kernel, stride, padding (top, left, bottom, right), input (H, W)) of a random layer;
+    a linear layer is a 1x1 convolution on a ``(C, 1, 1)`` input. Padding defaults to
+    ``kernel // 2``."""
+    if linear:
+        return 1, 1, (0, 0, 0, 0), (1, 1)
+    p = kernel // 2 if padding is None else padding
+    if p < 0:
+        raise IRError(f"padding must be >= 0, not {p}")
+    if kernel > size + 2 * p:
+        raise IRError(f"kernel {kernel} is larger than the padded input {size + 2 * p}")
+    return kernel, stride, (p, p, p, p), (size, size)
+
+
+def _fixed_code_conv(rng: np.random.Generator, in_spec: TensorSpec, cout: int, kernel: int,
+                     stride: int, pad4: tuple[int, int, int, int], *, exp_bits: int,
+                     acc_bits: int, emax: int, weights_dist: str, relu: bool, linear: bool
+                     ) -> tuple[Conv2d, TensorSpec]:
+    """The ``zero`` / ``extreme`` layer of :func:`random_layer` (codes chosen, not quantized
+    from floats): every code zero with a random bias, or every code at the largest exponent
+    the accumulator allows with random signs and a small shift (outputs saturate; no ReLU).
+    Returns the op and its output tensor ``y`` (frac 0)."""
+    cin, h, w = in_spec.shape
+    wshape = (cout, cin, kernel, kernel)
+    oh = (h + pad4[0] + pad4[2] - kernel) // stride + 1
+    ow = (w + pad4[1] + pad4[3] - kernel) // stride + 1
+    if weights_dist == "zero":
+        codes = np.full(wshape, nx.zero_code(exp_bits), np.int64)
+        bias = rng.integers(-1000, 1000, cout)
+        shift = np.full(cout, 4, np.int64)
+    else:
+        limit = (1 << (acc_bits - 1)) - 1
+        bias = rng.integers(-(1 << 10), 1 << 10, cout)
+        fan_in = cin * kernel * kernel
+        e_fit = int(math.floor(math.log2(max(1, (limit - (1 << 10)) / (128 * fan_in)))))
+        e = max(0, min(emax, e_fit))
+        sign = rng.integers(0, 2, wshape)
+        codes = np.asarray(nx.encode_shift(np.zeros(wshape), sign, np.full(wshape, e),
+                                           exp_bits), dtype=np.int64)
+        shift = np.full(cout, max(0, e + 1), np.int64)
+    kind = Linear if linear else Conv2d
+    conv = kind("layer0", in_spec.name, "y", weight=codes[:, :, 0, 0] if linear else codes,
+                exp_bits=exp_bits, bias=bias, shift=shift, relu=relu and
+                weights_dist != "extreme", stride=(stride, stride), padding=pad4)
+    return conv, TensorSpec("y", (cout, oh, ow), 0)
 
 
 def random_pool(kind: str, c: int, h: int, w: int, kernel: tuple[int, int] = (2, 2),
