@@ -62,11 +62,9 @@ def run_layer(args: argparse.Namespace) -> dict[str, Any]:
     """Everything `shiftbook layer` does, returning its JSON record."""
     from shiftbook.config import load_config
     from shiftbook.sim.compare import compare_tensors
-    from shiftbook.sim.functional import run_program
     from shiftbook.sw.bundle import load_bundle, write_bundle
     from shiftbook.sw.compiler import compile_graph
     from shiftbook.sw.reference import random_layer, run_graph
-    from shiftbook.timing import estimate_program
 
     _check_args(args)
     if args.output:
@@ -85,22 +83,41 @@ def run_layer(args: argparse.Namespace) -> dict[str, Any]:
         bdir = Path(args.output) if args.output else Path(tmp) / "bundle"
         write_bundle(prog, layer.graph, bdir, force=getattr(args, "force", False))
         bundle = load_bundle(bdir, cfg)
-        if args.level == "golden":
-            got = run_graph(bundle.graph(), bundle.inputs())
-            cycles = estimate_program(cfg, bundle.program).total    # the exact cycle model
-        elif args.level == "functional":
-            res = run_program(cfg, bundle.memory)
-            got = bundle.read_tensors(res.memory)
-            cycles = estimate_program(cfg, bundle.program).total    # the exact cycle model
-        else:
-            try:
-                from shiftbook.sim.rtl.runner import run_bundle
-            except ImportError as e:
-                raise RuntimeError(f"--level rtl needs shiftbook.sim.rtl.runner ({e})") from None
-            res = run_bundle(bdir)
-            got = bundle.read_tensors(res.memory)
-            cycles = int(res.cycles)
+        got, cycles = _run_at_level(args.level, cfg, bundle, bdir)
         cmp = compare_tensors(bundle.layers, golden, got)
+    return _layer_record(args, cfg, layer, prog, cmp, cycles)
+
+
+def _run_at_level(level: str, cfg: Any, bundle: Any, bdir: Path
+                  ) -> tuple[dict[str, Any], int]:
+    """Run the written bundle at ``level``: its tensors and its cycle count (measured at
+    ``rtl``, else the exact cycle model, which equals the RTL's)."""
+    from shiftbook.sim.functional import run_program
+    from shiftbook.sw.reference import run_graph
+    from shiftbook.timing import estimate_program
+
+    if level == "golden":
+        got = run_graph(bundle.graph(), bundle.inputs())
+        cycles = estimate_program(cfg, bundle.program).total    # the exact cycle model
+    elif level == "functional":
+        res = run_program(cfg, bundle.memory)
+        got = bundle.read_tensors(res.memory)
+        cycles = estimate_program(cfg, bundle.program).total    # the exact cycle model
+    else:
+        try:
+            from shiftbook.sim.rtl.runner import run_bundle
+        except ImportError as e:
+            raise RuntimeError(f"--level rtl needs shiftbook.sim.rtl.runner ({e})") from None
+        res = run_bundle(bdir)
+        got = bundle.read_tensors(res.memory)
+        cycles = int(res.cycles)
+    return got, cycles
+
+
+def _layer_record(args: argparse.Namespace, cfg: Any, layer: Any, prog: Any, cmp: Any,
+                  cycles: int) -> dict[str, Any]:
+    """The JSON record of `shiftbook layer`: the comparison, cycles, the layer's shape and
+    options, and its compiled weight format and traffic."""
     lay = prog.layers[0]
     ideal = prog.ideal_cycles
     op = layer.op

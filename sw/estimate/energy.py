@@ -362,7 +362,6 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
     if insns is None:
         insns = bundle.program
     segments = {seg.mark: seg for seg in estimate_program(cfg, insns).layers}
-    row_b = cfg.wbuf_row_bytes
     cb_size = max(1, cfg.max_k * cfg.max_d * cfg.code_bits // 8)
     out = []
     for lay in bundle.layers:
@@ -372,36 +371,14 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
         tin, tout = tensors[lay.input], tensors[lay.output]
         cin = tin.shape[0]
         cout, oh, ow = tout.shape
-        kh, kw = lay.kernel
         elems = cout * oh * ow
         residual = lay.residual is not None
         mac = lay.op in _MAC_OPS
         codebook = mac and lay.weights.is_codebook
         wgt_bytes = tr.words(Buf.WGT) * B
         cb_bytes = tr.words(Buf.CB) * B
-        if codebook:
-            groups = lay.tiles.groups
-            stored = max(1, lay.weight_bytes)
-            dense = groups * cin * kh * kw * row_b
-            dense_read = round(dense * max(1.0, wgt_bytes / stored))
-        else:
-            dense_read = wgt_bytes
-        buffers: dict[str, dict[str, Any]] = {
-            "ACT": {"bytes": cfg.abuf_bytes, "reads": steps * cfg.rows, "width": 8,
-                    "writes": tr.words(Buf.ACT), "kind": "data"},
-            "WGT": {"bytes": cfg.wbuf_rows * row_b, "reads": tr.wgt_reads,
-                    "width": 8 * row_b, "writes": tr.words(Buf.WGT), "kind": "weight",
-                    "weight_bits": 8, "dense_reads": tr.mac_steps,
-                    "dense_writes": -(-dense_read // B)},
-            "BIAS": {"bytes": cfg.bbuf_rows * cfg.bbuf_row_bytes, "reads": tr.drains,
-                     "width": 8 * cfg.bbuf_row_bytes, "writes": tr.words(Buf.BIAS),
-                     "kind": "param"},
-            "OUT": {"bytes": cfg.obuf_bytes, "writes": elems, "width": 8,
-                    "reads": tr.store_words, "kind": "data"},
-        }
-        if residual:
-            buffers["RES"] = {"bytes": cfg.obuf_bytes, "reads": elems, "width": 8,
-                              "writes": tr.words(Buf.RES), "kind": "data"}
+        dense_read = _dense_weight_read(cfg, lay, cin, wgt_bytes) if codebook else wgt_bytes
+        buffers = _buffer_events(cfg, tr, steps, elems, residual, dense_read)
         ev: dict[str, Any] = {
             "name": lay.name,
             "macs": lay.macs if mac else 0,
@@ -420,6 +397,45 @@ def events_from_bundle(bundle: Any) -> list[dict[str, Any]]:
                       codebook_writes=tr.cb_codes * cfg.cols)
         out.append(ev)
     return out
+
+
+def _dense_weight_read(cfg: Any, lay: Any, cin: int, wgt_bytes: int) -> int:
+    """External bytes the int8/fp32 baselines read for a codebook layer's weights: every
+    group's ``I*KH*KW`` raw WGT rows, as often as the codebook layer loads its index rows
+    (``wgt_bytes`` of its ``stored`` index bytes)."""
+    kh, kw = lay.kernel
+    stored = max(1, lay.weight_bytes)
+    dense = lay.tiles.groups * cin * kh * kw * cfg.wbuf_row_bytes
+    return round(dense * max(1.0, wgt_bytes / stored))
+
+
+def _buffer_events(cfg: Any, tr: LayerTraffic, steps: int, elems: int, residual: bool,
+                   dense_read: int) -> dict[str, dict[str, Any]]:
+    """Per on-chip buffer (ACT, WGT, BIAS, OUT and, with a residual, RES) of one layer: its
+    size in bytes, reads and writes (in rows of ``width`` bits) and kind; WGT also carries the
+    raw-code counts of the same schedule for the baselines (``dense_reads``,
+    ``dense_writes``)."""
+    from shiftbook.isa import Buf
+
+    B = cfg.bus_bytes
+    row_b = cfg.wbuf_row_bytes
+    buffers: dict[str, dict[str, Any]] = {
+        "ACT": {"bytes": cfg.abuf_bytes, "reads": steps * cfg.rows, "width": 8,
+                "writes": tr.words(Buf.ACT), "kind": "data"},
+        "WGT": {"bytes": cfg.wbuf_rows * row_b, "reads": tr.wgt_reads,
+                "width": 8 * row_b, "writes": tr.words(Buf.WGT), "kind": "weight",
+                "weight_bits": 8, "dense_reads": tr.mac_steps,
+                "dense_writes": -(-dense_read // B)},
+        "BIAS": {"bytes": cfg.bbuf_rows * cfg.bbuf_row_bytes, "reads": tr.drains,
+                 "width": 8 * cfg.bbuf_row_bytes, "writes": tr.words(Buf.BIAS),
+                 "kind": "param"},
+        "OUT": {"bytes": cfg.obuf_bytes, "writes": elems, "width": 8,
+                "reads": tr.store_words, "kind": "data"},
+    }
+    if residual:
+        buffers["RES"] = {"bytes": cfg.obuf_bytes, "reads": elems, "width": 8,
+                          "writes": tr.words(Buf.RES), "kind": "data"}
+    return buffers
 
 
 def _unit(x: float) -> tuple[str, float]:
