@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Compressed", "Compiled", "LayerRun", "RunResult", "Report", "compress", "compile",
            "load", "run", "compare",
-           "estimate", "estimate_record", "energy", "report", "verilog", "build", "run_on_board"]
+           "estimate", "estimate_record", "energy", "report", "verilog", "build", "run_on_board",
+           "layer"]
 
 
 # ------------------------------------------------------------------ compress
@@ -258,6 +259,17 @@ def run(bundle: str | Path | Bundle, level: str = "functional", *,
                      utilization=rec["utilization"], layers=layers,
                      first_mismatch=Mismatch(**fm) if fm else None, record=rec,
                      expected=res.expected, got=res.got)
+
+
+def layer(**options: Any) -> dict[str, Any]:
+    """One random conv or linear layer compiled and run at a level, compared with golden: the
+    `shiftbook layer --json` record (cycles, ideal cycles, bit-exactness, first mismatch,
+    weight bytes read, tiles). ``options`` are ``sim.layer.LayerSpec``'s (``op``, ``cin``,
+    ``cout``, ``kernel``, ``stride``, ``size``, ``level``, ``config``, ``weights``, ``k``, ``d``,
+    ``seed``, ``output`` ...); an unknown option is a TypeError naming it."""
+    from shiftbook.sim.layer import LayerSpec, run_layer
+
+    return run_layer(LayerSpec(**options))
 
 
 def compare(layers: Any, expected: dict[str, np.ndarray],

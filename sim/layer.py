@@ -1,23 +1,52 @@
 """One random layer compiled and run at a level, compared with the golden reference.
 
 The library side of ``shiftbook layer`` (the command only parses its options and prints):
-:func:`run_layer` takes the same options as attributes of ``args`` and returns the command's
-JSON record. Cycles come from the RTL at ``level="rtl"``, else from the exact cycle model
-(``shiftbook.timing``), which equals the RTL's count.
+:func:`run_layer` takes the options as a :class:`LayerSpec` (or the command's parsed
+arguments) and returns the command's JSON record. Cycles come from the RTL at
+``level="rtl"``, else from the exact cycle model (``shiftbook.timing``), which equals the
+RTL's count.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shiftbook.outputs import check_output_dir
 
-__all__ = ["LEVELS", "LayerError", "run_layer"]
+__all__ = ["LEVELS", "LayerError", "LayerSpec", "run_layer"]
 
 LEVELS = ("golden", "functional", "rtl")
+
+
+@dataclass
+class LayerSpec:
+    """The options of `shiftbook layer` (same names and defaults, ``-`` -> ``_``): one random
+    conv or linear layer, its weights and inputs, the level to run it at, the core config and
+    an optional bundle directory to keep."""
+
+    op: str = "conv"
+    cin: int = 16
+    cout: int = 32
+    kernel: int = 3
+    stride: int = 1
+    padding: int | None = None
+    size: int = 14
+    level: str = "functional"
+    seed: int = 0
+    config: str | None = None
+    weights_dist: str = "normal"
+    weights: str = "shift"
+    k: int | None = None
+    d: int | None = None
+    input_dist: str = "normal"
+    no_relu: bool = False
+    residual: bool = False
+    output: str | None = None
+    force: bool = False
 
 
 class LayerError(ValueError):
@@ -58,7 +87,7 @@ def _check_args(args: argparse.Namespace) -> None:
                              f"({args.size} + 2*{pad} = {args.size + 2 * pad})")
 
 
-def run_layer(args: argparse.Namespace) -> dict[str, Any]:
+def run_layer(args: LayerSpec | argparse.Namespace) -> dict[str, Any]:
     """Everything `shiftbook layer` does, returning its JSON record."""
     from shiftbook.config import load_config
     from shiftbook.sim.compare import compare_tensors
