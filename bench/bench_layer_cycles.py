@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from shiftbook.sim.layer import run_layer
+from shiftbook import flow
 
 CASES = [
     # (name, op, cin, cout, kernel, stride, size)
@@ -36,13 +36,11 @@ def main() -> int:
     print(f"{'layer':<26} {'ideal':>8} {'func est':>9} {'RTL':>8} {'RTL/ideal':>9} "
           f"{'RTL/est':>8} {'exact':>6} {'wall s':>7}")
     for name, op, cin, cout, k, s, size in CASES[:1] if args.quick else CASES:
-        common = dict(op=op, cin=cin, cout=cout, kernel=k, stride=s, padding=None, size=size,
-                      seed=0, config=args.config, weights_dist="normal",
-                      input_dist="normal", no_relu=False, residual=False, json=True,
-                      output=None)
-        est = run_layer(argparse.Namespace(level="functional", **common))
+        common = dict(op=op, cin=cin, cout=cout, kernel=k, stride=s, size=size, seed=0,
+                      config=args.config)
+        est = flow.layer(level="functional", **common)
         t0 = time.time()
-        rtl = run_layer(argparse.Namespace(level="rtl", **common))
+        rtl = flow.layer(level="rtl", **common)
         wall = time.time() - t0
         r = {"layer": name, "ideal": rtl["ideal_cycles"], "estimate": est["cycles"],
              "rtl": rtl["cycles"], "rtl_per_ideal": rtl["cycles"] / rtl["ideal_cycles"],

@@ -16,7 +16,6 @@ Outputs go to out/demo/.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -30,17 +29,16 @@ def _banner(text: str) -> None:
 
 
 def _layer_demo() -> bool:
-    from shiftbook.sim.layer import run_layer
+    from shiftbook import flow
 
-    base = dict(op="conv", cin=16, cout=32, kernel=3, stride=1, padding=None, size=14,
-                seed=0, config=CONFIG, weights_dist="normal", input_dist="normal",
-                no_relu=False, residual=False, json=False, output=None)
+    base = dict(op="conv", cin=16, cout=32, kernel=3, stride=1, size=14, seed=0,
+                config=CONFIG)
     print(f"{'level':<11} {'bit-exact':<10} {'mismatches':>10} {'cycles':>8} {'ideal':>8} "
           f"{'ratio':>6} {'wall s':>7}")
     ok = True
     for level in ("golden", "functional", "rtl"):
         t0 = time.time()
-        rec = run_layer(argparse.Namespace(level=level, **base))
+        rec = flow.layer(level=level, **base)
         ok &= rec["bit_exact"]
         src = "" if level == "rtl" else " (cycles: estimate)"
         print(f"{level:<11} {str(rec['bit_exact']):<10} {rec['mismatches']:>10} "
