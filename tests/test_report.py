@@ -140,3 +140,10 @@ def test_replaces_only_its_own_report(bundle, tmp_path, capsys):
     assert not (out / "notes.txt").exists() and (out / "report.json").exists()
     assert main(["report", str(bundle), "-o", str(out)]) == 0      # a report: replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_json_flag_prints_the_record(bundle, tmp_path, capsys):
+    out = tmp_path / "rj"
+    assert main(["report", str(bundle), "-o", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "report.json").read_text())

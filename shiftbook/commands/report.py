@@ -4,6 +4,7 @@ report.json (cycles, utilization, energy per inference vs int8 MAC and fp32, wei
 from __future__ import annotations
 
 import argparse
+import json
 
 from shiftbook.commands import add_force_argument
 
@@ -17,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="report directory (replaced as a whole, written atomically; an "
                         "existing directory only if it is a report or empty)")
     add_force_argument(p)
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object (report.json's record) instead of text")
     p.add_argument("--energy-table", default=None, metavar="YAML",
                    help="per-event energy overrides (default: the built-in Horowitz table)")
 
@@ -44,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     rep = flow.report(args.bundle, args.output, energy_table=args.energy_table,
                       force=args.force)
     rec, comparison = rep.record, rep.comparison
+    if args.json:
+        print(json.dumps(rec, sort_keys=True))
+        return 0
     print(summary_text(rec))
     print()
     print(comparison, end="")

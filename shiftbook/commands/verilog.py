@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the Verilog of a board target instead (see `shiftbook build`)")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="output directory (created if missing)")
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object (files written, config, hash, lines)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,8 +31,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_output_directory(args.output)         # before elaborating anything
     if args.board:
-        flow.verilog(out, board=args.board, config=args.config)
-        print(f"wrote board {args.board} Verilog to {out}")
+        files = flow.verilog(out, board=args.board, config=args.config)
+        if args.json:
+            print(json.dumps({"board": args.board, "files": [str(f) for f in files]}))
+        else:
+            print(f"wrote board {args.board} Verilog to {out}")
         return 0
     cfg = load_config(args.config)
     if out.exists() and not out.is_dir():
@@ -43,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
         raise PermissionError(f"output directory {str(out)!r} is not writable")
     core_v, _ = flow.verilog(out, config=cfg)
     lines = len(core_v.read_text().splitlines())
+    if args.json:
+        print(json.dumps({"files": [str(core_v), str(out / "config.json")], "lines": lines,
+                          "config": cfg.name, "config_hash": cfg.hash, "rows": cfg.rows,
+                          "cols": cfg.cols, "pe": cfg.pe}))
+        return 0
     print(f"wrote {core_v} ({lines} lines, {cfg.rows}x{cfg.cols} {cfg.pe} PEs, config "
           f"{cfg.name} {cfg.hash})")
     return 0

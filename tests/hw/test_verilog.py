@@ -105,3 +105,13 @@ def test_mult_core_has_multipliers(tmp_path):
     cfg = dataclasses.replace(SYN, pe="mult")
     cells = _yosys_cells(generate_verilog(cfg), tmp_path, "mult")
     assert cells.get("$mul", 0) == cfg.rows * cfg.cols
+
+
+def test_cli_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "vj"
+    assert main(["verilog", "--config", "tiny", "-o", str(out), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["config"] == "tiny" and rec["rows"] == 2 and rec["lines"] > 100
+    assert [Path(f).name for f in rec["files"]] == ["shiftbook_core.v", "config.json"]
