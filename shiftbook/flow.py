@@ -234,16 +234,15 @@ def run(bundle: str | Path | Bundle, level: str = "functional", *,
 
     if level not in LEVELS:
         raise SimulateError(f"unknown level {level!r} (one of {', '.join(LEVELS)})")
-    path = _bundle_path(bundle)
+    b = bundle if hasattr(bundle, "manifest") else load(bundle)  # loaded once
     x = None
     if input is not None or seed is not None:
-        b = load(path)
         place = b.tensors[b.manifest.inputs[0]]
         if input is not None:
             x = check_input(input, place.shape, place.frac)
         else:
             x = random_input(place.shape, int(seed))  # type: ignore[arg-type]
-    res = simulate_bundle(path, level, x=x, progress=progress, rtl_progress=rtl_progress,
+    res = simulate_bundle(b, level, x=x, progress=progress, rtl_progress=rtl_progress,
                           timeout_cycles=timeout_cycles)
     rec = res.record
     layers = [LayerRun(index=r["index"], name=r["name"], op=r["op"], tensor=r["tensor"],
@@ -287,7 +286,7 @@ def estimate(bundle: str | Path | Bundle, *, stall_pct: int = 0) -> CycleEstimat
     rate of external-memory stalls, 0-99)."""
     from shiftbook.timing import estimate as _estimate
 
-    b = bundle if hasattr(bundle, "program") else load(bundle)  # type: ignore[arg-type]
+    b = bundle if hasattr(bundle, "manifest") else load(bundle)  # type: ignore[arg-type]
     return _estimate(b, stall=stall_pct / 100)
 
 
@@ -310,7 +309,7 @@ def energy(bundle: str | Path | Bundle, *, table: str | Path | dict | None = Non
     dict merged over the default energy table (docs/energy.md)."""
     from shiftbook.sw.estimate.energy import events_from_bundle, load_table, network_energy
 
-    b = bundle if hasattr(bundle, "program") else load(bundle)  # type: ignore[arg-type]
+    b = bundle if hasattr(bundle, "manifest") else load(bundle)  # type: ignore[arg-type]
     return network_energy(events_from_bundle(b), load_table(table))
 
 

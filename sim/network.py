@@ -129,19 +129,19 @@ def _progress(fn: Callable[[str], None] | None, msg: str) -> None:
         fn(msg)
 
 
-def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None,
+def simulate_bundle(path: str | Path | Any, level: str, *, x: np.ndarray | None = None,
                     progress: Callable[[str], None] | None = None,
                     rtl_progress: bool = False,
                     timeout_cycles: int | None = None) -> NetworkRun:
-    """Run the bundle at ``path`` at ``level`` on input ``x`` (default: the input stored in
-    the bundle) and compare every layer's output with golden.
+    """Run the bundle at ``path`` (or a loaded ``Bundle``) at ``level`` on input ``x``
+    (default: the input stored in the bundle) and compare every layer's output with golden.
 
     ``progress`` receives one-line status messages; ``rtl_progress`` lets the RTL simulator
     print its MARKs as they arrive (on stdout). ``timeout_cycles`` is the cycle limit of the
     functional and RTL levels (default the RTL runner's ``DEFAULT_TIMEOUT_CYCLES``; 0: none).
     """
     from shiftbook.sim.compare import compare_tensors
-    from shiftbook.sw.bundle import load_bundle
+    from shiftbook.sw.bundle import Bundle, load_bundle
     from shiftbook.sw.reference import run_graph
     from shiftbook.timing import estimate
 
@@ -150,7 +150,8 @@ def simulate_bundle(path: str | Path, level: str, *, x: np.ndarray | None = None
     if timeout_cycles is not None and timeout_cycles < 0:
         raise SimulateError(f"timeout_cycles={timeout_cycles} must be >= 0 (0: no limit)")
     t0 = time.monotonic()
-    bundle = load_bundle(path)
+    bundle = path if isinstance(path, Bundle) else load_bundle(path)
+    path = bundle.path
     cfg = bundle.config
     if len(bundle.manifest.inputs) != 1:
         raise SimulateError(f"bundle {path} has {len(bundle.manifest.inputs)} inputs; "

@@ -59,6 +59,8 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     cfg = config if isinstance(config, CoreConfig) else load_config(config)
     limit = DEFAULT_MAX_ADAPT_ERROR if max_adapt_error is None else max_adapt_error
     check_adaptation([], cfg.acc_bits, limit)       # the limit itself, before any work
+    if seed < 0:
+        raise CompileError(f"--seed {seed} must be >= 0")
     n = DEFAULT_CALIB if calib is None else calib
     if n < 1:
         raise CompileError(f"--calib must be a positive integer, not {n}")

@@ -86,12 +86,12 @@ def test_layer_cli_keeps_user_files(tmp_path, capsys):
 
 
 def test_compile_refuses_user_files_before_any_work(tmp_path, capsys, monkeypatch):
-    import shiftbook.commands.compile as compile_cmd
+    import shiftbook.sw.flow_compile as flow_compile
 
     def no_work(*a, **k):
         raise AssertionError("compiled although the output path is refused")
 
-    monkeypatch.setattr(compile_cmd, "compile_model", no_work)
+    monkeypatch.setattr(flow_compile, "compile_model", no_work)
     d = _user_dir(tmp_path)
     assert main(["compile", "resnet8", "--calib", "2", "-o", str(d)]) == 2
     assert "holds files shiftbook did not write" in capsys.readouterr().err

@@ -10,11 +10,9 @@ from typing import Any
 from shiftbook import flow
 from shiftbook.commands import add_force_argument
 from shiftbook.manifest import LayerMeta
-from shiftbook.outputs import check_output_dir
-from shiftbook.sw import flow_compile
 from shiftbook.sw.flow_compile import CompileError, calibration_source
 
-__all__ = ["CompileArgsError", "add_arguments", "calibration_source", "compile_model",
+__all__ = ["CompileArgsError", "add_arguments", "calibration_source",
            "run", "summary"]
 
 NAME = "compile"
@@ -50,14 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
-def compile_model(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Lower and compile ``args.model``; nothing is written. Returns (lowered, program,
-    config, info). The work is :func:`shiftbook.sw.flow_compile.compile_model`."""
-    return flow_compile.compile_model(args.model, config=args.config, calib=args.calib,
-                                      weights=args.weights, seed=args.seed,
-                                      max_adapt_error=args.max_adapt_error)
-
-
 def _fmt(lay: LayerMeta) -> str:
     if lay.op not in ("conv2d", "linear"):
         return "-"
@@ -81,11 +71,8 @@ def summary(low: Any, prog: Any) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     from shiftbook.sw.frontend.adaptation import adaptation_lines
 
-    check_output_dir(args.output, "bundle", force=args.force)     # before any work
-    if args.seed < 0:
-        raise CompileError(f"--seed {args.seed} must be >= 0")
-    if args.max_adapt_error is not None and not args.max_adapt_error >= 0:
-        raise CompileError(f"--max-adapt-error must be >= 0, not {args.max_adapt_error}")
+    # flow.compile checks the output path, the seed, the calibration count and the
+    # adaptation limit before any work.
     c = flow.compile(args.model, config=args.config, calib=args.calib, weights=args.weights,
                      seed=args.seed, max_adapt_error=args.max_adapt_error, output=args.output,
                      force=args.force)

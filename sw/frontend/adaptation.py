@@ -94,7 +94,7 @@ def check_adaptation(layers: list[dict[str, Any]], acc_bits: int,
     ``max_error``."""
     if not (isinstance(max_error, (int, float)) and max_error >= 0
             and not math.isnan(max_error)):
-        raise AdaptationError(f"--max-adapt-error must be a number >= 0, not {max_error!r}")
+        raise AdaptationError(f"--max-adapt-error must be >= 0, not {max_error!r}")
     for rep in layers:
         a = rep.get("adaptation")
         if a and not a["rel_error"] <= max_error:

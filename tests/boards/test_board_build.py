@@ -88,18 +88,34 @@ def test_missing_tool_error(tmp_path) -> None:
         bb.find_tools("ecp5", search=[tmp_path])
 
 
-def test_tool_without_output_is_reported(tmp_path) -> None:
-    """A 'yosys' that exits 0 and writes nothing must not pass as a build."""
+def _silent_tools(tmp_path, status: int) -> dict[str, str]:
+    """iCE40 tools that print nothing, write nothing and exit with ``status``."""
     fake = tmp_path / "bin"
     fake.mkdir()
     for name in ("yosys", "nextpnr", "icepack"):
         f = fake / name
-        f.write_text("#!/bin/sh\nexit 0\n")
+        f.write_text(f"#!/bin/sh\nexit {status}\n")
         f.chmod(0o755)
-    tools = {"YOSYS": str(fake / "yosys"), "NEXTPNR_ICE40": str(fake / "nextpnr"),
-             "ICEPACK": str(fake / "icepack")}
+    return {"YOSYS": str(fake / "yosys"), "NEXTPNR_ICE40": str(fake / "nextpnr"),
+            "ICEPACK": str(fake / "icepack")}
+
+
+def test_tool_without_output_is_reported(tmp_path) -> None:
+    """A 'yosys' that exits 0 and writes nothing must not pass as a build."""
+    tools = _silent_tools(tmp_path, 0)
     with pytest.raises(bb.BuildError, match="yosys produced no shiftbook_board.json"):
         bb.build_design(get_target("icebreaker"), _Blink(), tmp_path / "out", tools=tools)
+
+
+def test_silent_failing_yosys_is_named(tmp_path) -> None:
+    """A failing yosys with an empty log: the message says the log is empty and names the
+    tool, instead of ending in 'log .../build.log:' with nothing after it."""
+    tools = _silent_tools(tmp_path, 1)
+    with pytest.raises(bb.BuildError) as e:
+        bb.build_design(get_target("icebreaker"), _Blink(), tmp_path / "out", tools=tools)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("yosys produced no shiftbook_board.json")
+    assert f"build.log is empty: yosys ({tools['YOSYS']}) printed nothing" in msg
 
 
 def test_targets() -> None:
