@@ -323,12 +323,18 @@ class Report:
 
 
 def report(bundle: str | Path | Bundle, output: str | Path, *,
-           energy_table: str | Path | None = None, force: bool = False) -> Report:
-    """Write report.html, report.json and PNG plots of ``bundle`` into ``output`` (replaced
-    only if it is a report or empty, unless ``force``)."""
+           energy_table: str | Path | None = None, force: bool = False,
+           run: str | Path | None = None, build: str | Path | None = None,
+           compression: str | Path | None = None) -> Report:
+    """Write report.html, report.json and SVG plots of ``bundle`` into ``output`` (replaced
+    only if it is a report or empty, unless ``force``). ``run``: an RTL run's record
+    (`shiftbook simulate --level rtl --json` output, or a `shiftbook run -o` directory);
+    ``build``: a `shiftbook build` directory; ``compression``: the `shiftbook compress --json`
+    summary of the model."""
     from shiftbook.sw.estimate.report import write_report
 
-    rec, comparison = write_report(_bundle_path(bundle), output, energy_table, force=force)
+    rec, comparison = write_report(_bundle_path(bundle), output, energy_table, force=force,
+                                   run=run, build=build, compression=compression)
     return Report(Path(output), rec, comparison)
 
 

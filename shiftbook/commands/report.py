@@ -1,5 +1,7 @@
-"""`shiftbook report BUNDLE -o DIR [--energy-table YAML]`: report.html + PNG plots +
-report.json (cycles, utilization, energy per inference vs int8 MAC and fp32, weight bytes)."""
+"""`shiftbook report BUNDLE -o DIR [--run RUN] [--build DIR] [--compression JSON]
+[--energy-table YAML]`: report.html + SVG plots + report.json (per-layer formats, cycles,
+bit-exact status and bytes by memory level, energy by source, roofline, resources, the
+compression summary)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import json
 from shiftbook.commands import add_force_argument
 
 NAME = "report"
-HELP = "HTML + PNG + JSON report of a bundle: cycles, utilization, energy, weight bytes"
+HELP = ("HTML + SVG + JSON report of a bundle: per-layer cycles, formats, bytes, energy, "
+        "roofline")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print exactly one JSON object (report.json's record) instead of text")
     p.add_argument("--energy-table", default=None, metavar="YAML",
                    help="per-event energy overrides (default: the built-in Horowitz table)")
+    p.add_argument("--run", default=None, metavar="RUN",
+                   help="an RTL run of the bundle for the RTL cycles and bit-exact columns: "
+                        "the output of `shiftbook simulate --level rtl --json` saved to a "
+                        "file, or a `shiftbook run -o` directory (or its run.json)")
+    p.add_argument("--build", default=None, metavar="DIR",
+                   help="a `shiftbook build` output directory (its report.json): resources "
+                        "and Fmax")
+    p.add_argument("--compression", default=None, metavar="JSON",
+                   help="the summary `shiftbook compress --json FILE` wrote for the model: "
+                        "sizes and accuracy")
 
 
 def check_text_file(path: str, flag: str) -> None:
@@ -45,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.energy_table is not None:
         check_text_file(args.energy_table, "--energy-table")
     rep = flow.report(args.bundle, args.output, energy_table=args.energy_table,
-                      force=args.force)
+                      force=args.force, run=args.run, build=args.build,
+                      compression=args.compression)
     rec, comparison = rep.record, rep.comparison
     if args.json:
         print(json.dumps(rec, sort_keys=True))
