@@ -26,7 +26,7 @@ def format_name(lay: Any) -> str:
     if not w.is_codebook:
         return "raw shift codes"
     kind = "PQ" if (w.d or 1) > 1 else "scalar"
-    return f"codebook {kind} k={w.k} d={w.d}"
+    return f"{kind} codebook k={w.k} d={w.d}"
 
 
 def _weight_count(lay: Any) -> int:

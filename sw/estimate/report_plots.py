@@ -45,13 +45,13 @@ def write_plots(rec: dict[str, Any], d: Path) -> list[dict[str, str]]:
 
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4))
     has_rtl = any(r["rtl_cycles"] is not None for r in rows)
-    bw = 0.28 if has_rtl else 0.4
-    ax.bar([v - bw for v in x], [r["model_cycles"] or 0 for r in rows], width=bw,
-           label="modelled cycles")
+    series = [("modelled cycles", [r["model_cycles"] or 0 for r in rows])]
     if has_rtl:
-        ax.bar(x, [r["rtl_cycles"] or 0 for r in rows], width=bw, label="RTL cycles")
-    ax.bar([v + bw for v in x], [r["ideal_cycles"] or 0 for r in rows], width=bw,
-           label="ideal (MACs / PEs)")
+        series.append(("RTL cycles", [r["rtl_cycles"] or 0 for r in rows]))
+    series.append(("ideal (MACs / PEs)", [r["ideal_cycles"] or 0 for r in rows]))
+    bw = 0.8 / len(series)
+    for i, (label, vals) in enumerate(series):
+        ax.bar([v + (i - (len(series) - 1) / 2) * bw for v in x], vals, width=bw, label=label)
     _xlabels(ax, x, names)
     ax.set_ylabel("cycles")
     _legend_above(ax, 3)
@@ -126,7 +126,7 @@ def _roofline(plt: Any, roof: dict[str, Any], save: Any) -> None:
             ax.scatter([s["ops_per_byte"] for s in sel],
                        [s["achieved_ops_per_cycle"] or 0 for s in sel], color=color,
                        label=label, zorder=3)
-            for s in sel:
+            for s in sel if bound else []:     # compute-bound layers crowd the roof
                 ax.annotate(s["name"], (s["ops_per_byte"], s["achieved_ops_per_cycle"] or 0),
                             fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(ridge, color="gray", linestyle=":", label=f"ridge {ridge:g} ops/byte")
