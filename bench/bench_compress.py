@@ -6,14 +6,18 @@ integer network the frontend lowers it to (golden executor, 128 calibration imag
 many layers kept their codes exactly, and whether each method meets its target (shift methods
 within 1 point of float; PQ small blocks >= 15x within 2 points). Rows compress the BN-folded
 model (the default); rows marked "BN float" keep BN float (``fold_bn=False``) for comparison.
-Writes bench/out/compress.json.
+Each row also reports its clustering time (seconds inside ``kmeans.kmeans`` and
+``kmeans.pq_em``, with the number of calls and the summed k-means inertia), the figure the
+k-means library choice moves. Writes bench/out/compress.json.
 
-    .venv/bin/python bench/bench_compress.py [--epochs 15] [--threads 1] [--only pq-small]
+    .venv/bin/python bench/bench_compress.py [--epochs 15] [--threads 1] \
+        [--only "kmeans k=16 (slq/mlq)"]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -44,6 +48,41 @@ RUNS = {
 }
 
 
+# the modules themselves (the package re-exports functions of the same names)
+slq_mod = importlib.import_module("shiftbook.sw.compress.slq")
+pq_mod = importlib.import_module("shiftbook.sw.compress.pq")
+
+
+class ClusterClock:
+    """Wraps the compressors' k-means entry points (``slq.kmeans``, ``pq.pq_em``) to sum the
+    seconds spent clustering, the calls and the plain k-means inertia (sum of squared
+    distances to the assigned centroid) of a row."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self.inertia = 0.0
+        self._orig = (slq_mod.kmeans, pq_mod.pq_em)
+        slq_mod.kmeans = self._timed(self._orig[0], inertia=True)
+        pq_mod.pq_em = self._timed(self._orig[1], inertia=False)
+
+    def _timed(self, fn, *, inertia: bool):
+        def wrapper(x, k, *a, **kw):
+            t = time.perf_counter()
+            out = fn(x, k, *a, **kw)
+            self.seconds += time.perf_counter() - t
+            self.calls += 1
+            if inertia:
+                c, lab = out[0], out[1]
+                xx = x.to(torch.float64)
+                self.inertia += float(((xx - c.to(torch.float64)[lab]) ** 2).sum())
+            return out
+        return wrapper
+
+    def reset(self) -> None:
+        self.seconds, self.calls, self.inertia = 0.0, 0, 0.0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15, help="float baseline epochs")
@@ -69,12 +108,14 @@ def main() -> int:
     print(f"float ResNet-8 on digits: {float_acc:.2f}% after {args.epochs} epochs "
           f"({t_float:.1f} s), fp32 size {fp32 / 1024:.2f} KiB", flush=True)
     rows = []
+    clock = ClusterClock()
     for name, (method, kw, target) in RUNS.items():
         if args.only and name not in args.only:
             continue
         t = time.time()
         # fresh loaders per row: a row's shuffles do not depend on which rows ran before it
         train_loader, test_loader = digits_loaders(batch_size=64, seed=args.seed)
+        clock.reset()
         cm = compress(model, method, train_loader, test_loader,
                       CompressOptions(seed=args.seed, **kw), model_name="resnet8",
                       model_args=model_args)
@@ -99,24 +140,28 @@ def main() -> int:
                "bn_folded": bool(cm.meta.get("bn_folded")),
                "k": {n: f.k for n, f in cm.formats.items() if hasattr(f, "k")},
                "seconds": round(time.time() - t, 1), "int_seconds": round(t_int, 1),
+               "cluster_seconds": round(clock.seconds, 3), "cluster_calls": clock.calls,
+               "kmeans_inertia": clock.inertia,
                "target_met": ok, "steps": cm.meta["steps"]}
         rows.append(row)
         print(f"  {name}: {cm.meta['acc']:.2f}%, integer {int_acc:.2f}%, codes kept "
-              f"{kept.kept}/{kept.layers} ({row['seconds']} s); steps: " +
+              f"{kept.kept}/{kept.layers} ({row['seconds']} s, clustering "
+              f"{row['cluster_seconds']:.2f} s in {clock.calls} calls); steps: " +
               ", ".join(f"{r['step']} {r['acc']:.1f}" for r in cm.meta["steps"]), flush=True)
     hdr = (f"{'method':<26} {'size KiB':>9} {'ratio':>7} {'hw KiB':>8} {'hw ratio':>9} "
            f"{'test acc':>9} {'drop':>6} {'int acc':>8} {'int drop':>9} {'kept':>6} "
-           f"{'target':>9}")
+           f"{'target':>9} {'cluster s':>9}")
     print("\n" + hdr)
     print(f"{'float (fp32)':<26} {fp32 / 1024:>9.2f} {1.0:>7.2f} {fp32 / 1024:>8.2f} "
-          f"{1.0:>9.2f} {float_acc:>9.2f} {0.0:>6.2f} {'':>8} {'':>9} {'':>6} {'':>9}")
+          f"{1.0:>9.2f} {float_acc:>9.2f} {0.0:>6.2f} {'':>8} {'':>9} {'':>6} {'':>9} "
+          f"{'':>9}")
     for r in rows:
         tgt = r["target_met"] or "-"
         kept = f"{r['codes_kept']}/{r['layers']}"
         print(f"{r['method']:<26} {r['paper_bytes'] / 1024:>9.2f} {r['ratio']:>7.2f} "
               f"{r['hw_bytes'] / 1024:>8.2f} {r['hw_ratio']:>9.2f} {r['acc']:>9.2f} "
               f"{r['drop']:>6.2f} {r['int_acc']:>8.2f} {r['int_drop']:>9.2f} {kept:>6} "
-              f"{tgt:>9}")
+              f"{tgt:>9} {r['cluster_seconds']:>9.2f}")
     print("targets: shift methods drop <= 1; pq small ratio >= 15x (paper accounting) and drop"
           " <= 2; drop = float model with hardware weights; int acc = the integer network the"
           " frontend lowers it to; kept = layers whose codes the integer network keeps exactly")

@@ -53,6 +53,24 @@ def test_kmeans_recovers_separated_clusters():
     assert found == sorted(centers.tolist())
 
 
+def test_kmeans_is_seeded_and_never_leaves_a_cluster_empty():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3000, 1, generator=g, dtype=torch.float64) * 0.05
+    c1, a1 = kmeans(x, 16, iters=30, seed=3)
+    c2, a2 = kmeans(x, 16, iters=30, seed=3)
+    assert torch.equal(c1, c2) and torch.equal(a1, a2)
+    assert c1.dtype == torch.float64 and a1.dtype == torch.int64 and c1.shape == (16, 1)
+    assert bool((torch.bincount(a1, minlength=16) > 0).all())
+    assert torch.equal(a1, assign(x, c1))                  # assignments match the centroids
+    # fewer distinct values than k: no error, every distinct value its own cluster
+    dup = torch.tensor([[0.0]] * 5 + [[1.0]] * 5 + [[2.0]] * 5, dtype=torch.float64)
+    c, a = kmeans(dup, 4, iters=10, seed=0)
+    assert c.shape == (4, 1) and int((torch.bincount(a, minlength=4) > 0).sum()) == 3
+    assert float(((dup - c[a]) ** 2).sum()) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="larger than the number of vectors"):
+        kmeans(dup, 16)
+
+
 def test_activation_aware_beats_weight_kmeans_on_output_error():
     g = torch.Generator().manual_seed(0)
     d, r, cout = 4, 32, 16
