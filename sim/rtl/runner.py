@@ -33,7 +33,9 @@ from shiftbook.sim.rtl.sources import sha as _sha
 from shiftbook.sim.rtl.sources import tool_version as _version
 from shiftbook.sim.rtl.toolchain import ToolchainError, setup_verilator_env
 from shiftbook.sim.rtl.verilator_cache import (
+    MAIN_CFLAGS,
     MAKE_ARGS,
+    SIM_MAIN,
     VERILATOR_ARGS,
     build_model,
     build_root,
@@ -61,6 +63,8 @@ SIM_MAX_BYTES = 64 << 20
 # cocotb reaches only sim_top's ports (the harness never looks inside the core), so Verilator
 # may optimise the core's internals.
 PUBLIC_DEPTH = 1
+# sim_main.cpp reads sim_top's MARK ports for the waveform window.
+CFLAGS = ("-DSHIFTBOOK_MARKS",)
 
 
 @dataclass
@@ -91,6 +95,9 @@ class RtlResult:
         The run's directory when it was kept (``keep=True`` or waves), else None.
     waves:
         The FST file when waveforms were asked for, else None.
+    waves_window:
+        With a MARK window (``waves_marks``): ``(from_time, to_time, from_cycle, to_cycle)``
+        of the traced steps (simulator time in ps, the core's cycle counter), else None.
     """
 
     memory: bytes
@@ -105,6 +112,7 @@ class RtlResult:
     status: str = "done"
     run_dir: Path | None = None
     waves: Path | None = None
+    waves_window: tuple[int, int, int, int] | None = None
     build_dir: Path | None = field(default=None, repr=False)
 
     @property
@@ -127,8 +135,8 @@ def _harness_key(cfg: CoreConfig, core: CoreSource, waves: bool) -> str:
     """What determines a core build, without generating the core's Verilog."""
     return _sha(
         str(_SCHEMA), cfg.hash, core.name, core.key, str(waves), str(sim_words(cfg)),
-        str(PUBLIC_DEPTH),
-        *(p.read_bytes() for p in HARNESS_SOURCES),
+        str(PUBLIC_DEPTH), " ".join(CFLAGS),
+        *(p.read_bytes() for p in HARNESS_SOURCES), SIM_MAIN.read_bytes(), " ".join(MAIN_CFLAGS),
         " ".join(VERILATOR_ARGS), " ".join(MAKE_ARGS),
         _version("verilator"), _version("cocotb"),
     )[:16]
@@ -159,7 +167,7 @@ def build(cfg: CoreConfig, *, core: CoreSource | None = None, waves: bool = Fals
         parameters={"BUS_BYTES": cfg.bus_bytes, "LATENCY": cfg.mem_latency,
                     "WORDS": sim_words(cfg)},
         waves=waves, public_depth=PUBLIC_DEPTH, label=f"{cfg.name} ({core.name} core)",
-        quiet=quiet,
+        quiet=quiet, cflags=CFLAGS,
     )
     if core.name == "amaranth" and _harness_key(cfg, amaranth_core(), waves) != hkey:
         return bdir  # the gateware changed while we generated: do not record a stale alias
@@ -174,7 +182,8 @@ def build(cfg: CoreConfig, *, core: CoreSource | None = None, waves: bool = Fals
 def run_image(cfg: CoreConfig, image: bytes, *, core: CoreSource | None = None,
               waves: bool = False, stall_seed: int | None = None, stall_pct: int = 25,
               timeout_cycles: int | None = None, progress: bool = False,
-              keep: bool = False, run_dir: str | Path | None = None) -> RtlResult:
+              keep: bool = False, run_dir: str | Path | None = None,
+              waves_marks: tuple[int | None, int | None] | None = None) -> RtlResult:
     """Run the external memory image ``image`` (program at word 0) on the core for ``cfg``.
 
     Parameters
@@ -183,6 +192,9 @@ def run_image(cfg: CoreConfig, image: bytes, *, core: CoreSource | None = None,
         Where the core's Verilog comes from; default the real one (:func:`amaranth_core`).
     waves:
         Record an FST waveform (a separate, slower build); keeps the run directory.
+    waves_marks:
+        ``(after, until)``: write only the time steps after the first MARK ``after`` (None:
+        from the start) up to the first MARK ``until`` (None: to the end) into the FST.
     stall_seed:
         Non-zero: external memory refuses requests on pseudo-random cycles (``stall_pct`` %).
     timeout_cycles:
@@ -221,7 +233,8 @@ def run_image(cfg: CoreConfig, image: bytes, *, core: CoreSource | None = None,
         keep = keep or waves
     try:
         return _run(cfg, image, bdir, rdir, waves=waves, stall_seed=stall_seed,
-                    stall_pct=stall_pct, timeout=timeout, progress=progress, keep=keep)
+                    stall_pct=stall_pct, timeout=timeout, progress=progress, keep=keep,
+                    waves_marks=waves_marks)
     except RtlRunError as e:
         keep = keep or e.result is None or _sim_failed(e)  # logs for a simulator failure
         raise
@@ -237,11 +250,12 @@ def _sim_failed(e: RtlRunError) -> bool:
 
 def _run(cfg: CoreConfig, image: bytes, bdir: Path, rdir: Path, *, waves: bool,
          stall_seed: int | None, stall_pct: int, timeout: int, progress: bool,
-         keep: bool) -> RtlResult:
+         keep: bool, waves_marks: tuple[int | None, int | None] | None = None) -> RtlResult:
     bus = cfg.bus_bytes
     img_hex, dump_hex = rdir / "image.hex", rdir / "dump.hex"
     marks_file, result_file, log = rdir / "marks.txt", rdir / "result.json", rdir / "sim.log"
-    for p in (dump_hex, marks_file, result_file):
+    window_file = rdir / "waves_window.txt"
+    for p in (dump_hex, marks_file, result_file, window_file, rdir / "dump.fst"):
         p.unlink(missing_ok=True)
     image_words = _write_hex(img_hex, image, bus) if image else 0
     plusargs = [f"+image_words={image_words}", f"+dump_file={dump_hex}",
@@ -250,6 +264,11 @@ def _run(cfg: CoreConfig, image: bytes, bdir: Path, rdir: Path, *, waves: bool,
         plusargs.append(f"+image={img_hex}")
     if stall_seed:
         plusargs += [f"+stall_seed={stall_seed}", f"+stall_pct={stall_pct}"]
+    if waves and waves_marks is not None:
+        after, until = waves_marks
+        plusargs += [f"+waves_from_mark={-1 if after is None else int(after)}",
+                     f"+waves_to_mark={-1 if until is None else int(until)}",
+                     f"+waves_window={window_file}"]
     env = {"SHIFTBOOK_RTL_RESULT": str(result_file), "SHIFTBOOK_RTL_TIMEOUT": str(timeout),
            "SHIFTBOOK_RTL_PROGRESS": "1" if progress else "0",
            "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
@@ -274,12 +293,16 @@ def _run(cfg: CoreConfig, image: bytes, bdir: Path, rdir: Path, *, waves: bool,
     memory = _read_hex(dump_hex, bus) if dump_hex.exists() else b""
     marks = _read_marks(marks_file)
     fst = rdir / "dump.fst"
+    window = None
+    if window_file.exists():
+        window = tuple(int(v) for v in window_file.read_text().split()[:4])
     result = RtlResult(
         memory=memory, cycles=res["run_cycles"], marks=marks, wall_s=wall,
         sim_wall_s=res["sim_wall_s"], sim_cpu_s=res.get("sim_cpu_s", 0.0),
         core_cycles=res["core_cycles"],
         mem_reads=res["mem_reads"], mem_writes=res["mem_writes"], status=res["status"],
         run_dir=rdir if keep else None, waves=fst if waves and fst.exists() else None,
+        waves_window=window,  # type: ignore[arg-type]
         build_dir=bdir,
     )
     status = res["status"]

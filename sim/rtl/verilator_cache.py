@@ -36,6 +36,10 @@ HERE = Path(__file__).resolve().parent
 # usual choice for simulation speed; not measured separately here). gcc needs the PCH option.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
 MAKE_ARGS = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O2")
+# Our main() (sim_main.cpp: cocotb's event loop, a quiet vl_finish, the MARK waveform window)
+# replaces cocotb's verilator.cpp; VL_USER_FINISH leaves vl_finish to it.
+SIM_MAIN = HERE / "sim_main.cpp"
+MAIN_CFLAGS = ("-DVL_USER_FINISH",)
 # Complete builds kept under build/rtl (least recently used ones go first); ~10-20 MB each.
 MAX_BUILDS = 32
 # Build schema: bump when the way a build directory is laid out changes.
@@ -71,6 +75,7 @@ def _verilator_runner() -> object:
     class _Verilator(Verilator):
         trace_fst = False
         public_depth: int | None = None
+        cflags: tuple[str, ...] = ()
 
         def _build_command(self):  # type: ignore[no-untyped-def]
             cmds = super()._build_command()
@@ -80,6 +85,9 @@ def _verilator_runner() -> object:
                 vcmd[i:i + 1] = ["--public-depth", str(self.public_depth)]
             if self.trace_fst:
                 vcmd[1:1] = ["--trace-fst", "--trace-structs", *_lz4_flags(self.build_dir)]
+            vcmd = [str(SIM_MAIN) if a.endswith("verilator.cpp") else a for a in vcmd]
+            for flag in (*MAIN_CFLAGS, *self.cflags):
+                vcmd[1:1] = ["-CFLAGS", flag]
             mcmd = [a for a in mcmd if not a.startswith("VM_TRACE=")]
             mcmd += [f"VM_TRACE={int(self.trace_fst)}", *MAKE_ARGS]
             return [vcmd, mcmd]
@@ -109,7 +117,7 @@ def _lz4_flags(bdir: Path) -> list[str]:
 def build_model(toplevel: str, sources: dict[str, str | Path], *,
                 parameters: dict[str, int] | None = None, waves: bool = False,
                 public_depth: int | None = None, label: str = "",
-                quiet: bool = True) -> Path:
+                quiet: bool = True, cflags: tuple[str, ...] = ()) -> Path:
     """Build (or reuse) a Verilator + cocotb model; returns its build directory.
 
     ``sources`` maps a file name to Verilog text (written into the build directory) or to an
@@ -120,7 +128,8 @@ def build_model(toplevel: str, sources: dict[str, str | Path], *,
 
     ``public_depth=None`` lets cocotb reach every signal (``--public-flat-rw``); ``1`` only
     the toplevel's, which lets Verilator optimise the rest (several times faster on big
-    designs).
+    designs). ``cflags`` are extra C++ flags of the model and its main (``-DSHIFTBOOK_MARKS``:
+    the toplevel has the core's MARK ports, which sim_main.cpp's waveform window reads).
     """
     setup_verilator_env()
     texts = {name: (src.read_text() if isinstance(src, Path) else src)
@@ -129,7 +138,8 @@ def build_model(toplevel: str, sources: dict[str, str | Path], *,
     key = _sha(str(_SCHEMA), toplevel, json.dumps(params, sort_keys=True), str(waves),
                str(public_depth),
                *(f"{n}\0{t}" for n, t in sorted(texts.items())),
-               " ".join(VERILATOR_ARGS), " ".join(MAKE_ARGS),
+               " ".join(VERILATOR_ARGS), " ".join(MAKE_ARGS), " ".join(cflags),
+               SIM_MAIN.read_bytes(), " ".join(MAIN_CFLAGS),
                _version("verilator"), _version("cocotb"))[:16]
     root = build_root()
     bdir = root / key
@@ -152,6 +162,7 @@ def build_model(toplevel: str, sources: dict[str, str | Path], *,
         runner = _verilator_runner()
         runner.trace_fst = waves  # type: ignore[attr-defined]
         runner.public_depth = public_depth  # type: ignore[attr-defined]
+        runner.cflags = tuple(cflags)  # type: ignore[attr-defined]
         log = bdir / "build.log"
         try:
             runner.build(  # type: ignore[attr-defined]
@@ -172,7 +183,7 @@ def build_model(toplevel: str, sources: dict[str, str | Path], *,
                 f.unlink()
         marker.write_text(json.dumps({
             "toplevel": toplevel, "label": label, "parameters": params, "waves": waves,
-            "public_depth": public_depth,
+            "public_depth": public_depth, "cflags": list(cflags),
             "build_s": round(time.monotonic() - t0, 2),
         }, indent=2) + "\n")
     _prune(root, keep=MAX_BUILDS)
