@@ -235,9 +235,10 @@ def build_design(target: Target, design: Any, outdir: str | Path, *, config_name
         env.setdefault("ICEPROG", "true")
         t0 = time.monotonic()
         say(f"building {target.name} in {out} (yosys, nextpnr, pack)")
-        proc = _run_script(["sh", f"build_{TOP_NAME}.sh"], out, env, timeout_s)
+        steps = [(tool, f.format(n=TOP_NAME)) for tool, f in _STEPS[target.family]]
+        proc = _run_script(["sh", f"build_{TOP_NAME}.sh"], out, env, timeout_s, steps=steps,
+                           say=log)
         seconds = time.monotonic() - t0
-        (out / "build.log").write_text(proc.stdout + proc.stderr)
         _check_steps(target, out, proc, env_tools)
         report = parse_report(out / report_json, target, yosys_log=out / f"{TOP_NAME}.rpt")
     rep = BuildReport(board=target.name, device=target.description, family=target.family,
@@ -295,23 +296,29 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def _run_script(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float | None
-                ) -> subprocess.CompletedProcess:
-    """Run a build script in its own process group, so that a timeout stops its tools too."""
+def _run_script(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float | None, *,
+                steps: list[tuple[str, str]] | None = None,
+                say: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    """Run a build script in its own process group, so that a timeout stops its tools too;
+    its output and the tools' logs stream into ``cwd/build.log`` as they run, and ``say``
+    hears each stage (``steps``: (tool, output file) in order) as it starts."""
+    from .buildlog import LogStreamer
+
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stream = LogStreamer(cwd, steps or [], [f"{TOP_NAME}.rpt", f"{TOP_NAME}.tim"], say)
     try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
+        stream.run(proc, timeout_s)
     except BaseException as e:      # a timeout, or the user's SIGINT/SIGTERM: stop every tool
         _stop_group(proc)
+        stream.drain()
         if not isinstance(e, subprocess.TimeoutExpired):
             raise
-        stdout, stderr = proc.communicate()
-        (cwd / "build.log").write_text(stdout + stderr)
         raise BuildTimeoutError(f"the build in {cwd} did not finish in {timeout_s:.0f} s and "
                                 f"was stopped (nextpnr log: {cwd / (TOP_NAME + '.tim')})"
                                 ) from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(stream.stdout),
+                                       "".join(stream.stderr))
 
 
 def _check_bitstream(target: Target) -> None:

@@ -24,11 +24,13 @@ CompileArgsError = CompileError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from shiftbook.config import PRESETS
+
     p.add_argument("model", metavar="MODEL",
                    help="built-in model name (resnet8, resnet20, ...), a .pt2 file "
                         "(torch.export.save) or a `shiftbook compress` output")
     p.add_argument("--config", default=None,
-                   help="core config: a preset (tiny, small, base, small-k2048) or a JSON file "
+                   help=f"core config: a preset ({', '.join(PRESETS)}) or a JSON file "
                         "(default small)")
     p.add_argument("--calib", type=int, default=None, metavar="N",
                    help="number of calibration images (default 32): the digits training set "

@@ -13,6 +13,7 @@ NAME = "layer"
 HELP = "compile and run one random conv/linear layer at a level, bit-exact against golden"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from shiftbook.config import PRESETS
     from shiftbook.sw.reference import INPUT_DISTS, WEIGHT_DISTS, WEIGHT_FORMATS
 
     p.add_argument("--op", default="conv", help="conv or linear (default conv)")
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(LEVELS)} (default functional)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--config", default=None,
-                   help="core config: a preset (tiny, small, base, small-k2048) or a JSON file "
+                   help=f"core config: a preset ({', '.join(PRESETS)}) or a JSON file "
                         "(default small)")
     p.add_argument("--weights-dist", default="normal",
                    help=f"weights: {', '.join(WEIGHT_DISTS)} (default normal)")

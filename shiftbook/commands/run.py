@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "run.json")
     p.add_argument("--all", action="store_true",
                    help="also read the whole memory image back (memory.bin in -o DIR)")
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object (cycles, MARKs, output sizes) instead "
+                        "of text; no progress lines")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -51,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from shiftbook import flow
 
     check_args(args)
+    def note(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     res = flow.run_on_board(args.port, args.bundle, baud=args.baud, timeout=args.timeout,
-                            read_all=args.all, progress=lambda m: print(m, file=sys.stderr))
+                            read_all=args.all, progress=None if args.json else note)
     summary = {"cycles": res.cycles, "marks": [{"id": i, "cycles": c} for i, c in res.marks],
                "outputs": {k: len(v) for k, v in res.outputs.items()}}
     if args.output:
@@ -63,5 +69,14 @@ def run(args: argparse.Namespace) -> int:
         if res.memory is not None:
             (out / "memory.bin").write_bytes(res.memory)
         (out / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    print(f"{summary['cycles']} cycles on the board, {len(summary['marks'])} MARK(s)")
+    for m in summary["marks"]:
+        print(f"  mark {m['id']:>4}  at cycle {m['cycles']}")
+    for name, size in summary["outputs"].items():
+        print(f"output {name}: {size} bytes")
+    if args.output:
+        print(f"wrote {args.output}/run.json and one .bin per output")
     return 0

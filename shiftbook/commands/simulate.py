@@ -30,6 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-cycles", type=int, default=None,
                    help="cycle limit of the functional and rtl levels (default: the RTL "
                         "runner's, 50000000; 0: no limit)")
+    p.add_argument("--waves", default=None, metavar="DIR",
+                   help="rtl level: run again on the traced core and write an FST waveform "
+                        "(with a GTKWave .gtkw signal list) into DIR, limited to --layer's "
+                        "cycles (docs/simulation.md)")
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="with --waves: the layer (name or index) whose MARK window is traced "
+                        "(default: the whole run)")
+    p.add_argument("--waves-on-fail", default=None, metavar="DIR",
+                   help="rtl level: on a mismatch, write the first failing layer's waveform "
+                        "into DIR")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
@@ -85,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_directory(args.dump_dir, "--dump-dir")
     if args.input is not None:
         check_npy(args.input, SimulateError)
+    _check_waves_args(args, SimulateError)
     bundle = load_bundle(args.bundle)
+    wave_layer = _find_layer(bundle, args.layer, SimulateError) if args.layer else None
     in_name = bundle.manifest.inputs[0]
     place = bundle.tensors[in_name]
     x = None
@@ -104,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
                            "seed" if args.seed is not None else "bundle")
     if args.seed is not None:
         rec["seed"] = args.seed
+    if args.waves or (args.waves_on_fail and not rec["bit_exact"]):
+        failing = [lay for lay in rec["layers"] if not lay["bit_exact"]]
+        target = (wave_layer if args.waves else
+                  _find_layer(bundle, str(failing[0]["index"]), SimulateError) if failing
+                  else None)
+        note(f"rtl: writing the waveform of "
+             f"{'layer ' + target.name if target is not None else 'the whole run'} "
+             f"(traced build, cached after the first)")
+        rec["waves"] = _write_waves(bundle, x, target, args.waves or args.waves_on_fail, rec,
+                                    args.timeout_cycles)
     if args.dump_dir:
         files = dump_tensors(res, bundle.layers, in_name, args.dump_dir)
         rec["dump_dir"] = args.dump_dir
@@ -113,6 +135,46 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table(rec)
     return 0 if rec["bit_exact"] else 1
+
+
+def _check_waves_args(args: argparse.Namespace, error: type[ValueError]) -> None:
+    """--waves / --waves-on-fail need the rtl level and a writable directory; --layer needs
+    --waves."""
+    from shiftbook.commands import check_output_directory
+
+    for flag, value in (("--waves", args.waves), ("--waves-on-fail", args.waves_on_fail)):
+        if value is None:
+            continue
+        if args.level != "rtl":
+            raise error(f"{flag} needs --level rtl (waveforms come from the RTL simulation)")
+        check_output_directory(value, flag)
+    if args.layer is not None and args.waves is None:
+        raise error("--layer selects the layer of --waves DIR; give --waves too")
+
+
+def _find_layer(bundle: object, name: str, error: type[ValueError]) -> object:
+    """The bundle's layer called ``name`` (or with that index)."""
+    layers = sorted(bundle.layers, key=lambda d: d.index)  # type: ignore[attr-defined]
+    for lay in layers:
+        if lay.name == name or str(lay.index) == name:
+            return lay
+    raise error(f"--layer {name}: no such layer in the bundle (layers: "
+                f"{', '.join(lay.name for lay in layers)})")
+
+
+def _write_waves(bundle: object, x: object, layer: object | None, out: str, rec: dict,
+                 timeout_cycles: int | None) -> dict:
+    """Run the bundle's input again on the traced core, the FST limited to ``layer``."""
+    from shiftbook.sim.network import with_input
+    from shiftbook.sim.rtl.waves import write_layer_waves
+
+    memory = bundle.memory if x is None else with_input(bundle, x)  # type: ignore[attr-defined]
+    marks, at = [], 0
+    for lay in sorted(rec["layers"], key=lambda r: r["index"]):   # MARK ids are layer indices
+        at += lay["cycles"] or 0
+        marks.append((lay["index"], at))
+    return write_layer_waves(bundle.config, memory, layer, out,  # type: ignore[attr-defined]
+                             marks=marks, timeout_cycles=timeout_cycles)
 
 
 def _table(rec: dict) -> None:
@@ -140,3 +202,7 @@ def _table(rec: dict) -> None:
               f"{rec['first_mismatch_text']}")
     if rec.get("dump_dir"):
         print(f"dumped {rec['dumped']} tensor(s) to {rec['dump_dir']}")
+    if rec.get("waves"):
+        w = rec["waves"]
+        print(f"waves: {w['fst']} (cycles {w['from_cycle']}-{w['to_cycle']}), signal list "
+              f"{w['gtkw']}: gtkwave {w['gtkw']}")

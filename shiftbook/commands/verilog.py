@@ -12,8 +12,10 @@ HELP = "Generate the accelerator core's Verilog (module shiftbook_core) for a Co
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from shiftbook.config import PRESETS
+
     p.add_argument("--config", default=None,
-                   help="a preset name (tiny, small, base, small-k2048) or a CoreConfig JSON file "
+                   help=f"a preset name ({', '.join(PRESETS)}) or a CoreConfig JSON file "
                         "(default: small)")
     p.add_argument("--board", default=None,
                    help="write the Verilog of a board target instead (see `shiftbook build`)")

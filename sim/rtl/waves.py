@@ -107,36 +107,43 @@ def write_gtkw(fst: Path, out: Path, *, verilog: str = "") -> Path:
     return out
 
 
-def write_layer_waves(cfg: Any, memory: bytes, layer: Any, out_dir: str | Path, *,
+def write_layer_waves(cfg: Any, memory: bytes, layer: Any | None, out_dir: str | Path, *,
                       marks: list[tuple[int, int]] | None = None,
                       timeout_cycles: int | None = None) -> dict[str, Any]:
     """Run ``memory`` on the traced core of ``cfg`` with the FST limited to ``layer``'s MARK
-    window (``layer.mark``; ``marks`` from an earlier run of the same image, else the window
-    starts at the MARK with the id before it). Writes ``OUT/<layer>.fst``, ``<layer>.gtkw``
-    and ``<layer>.json`` (window in time and cycles); returns that record."""
+    window (its MARK id is its index; ``marks`` from an earlier run of the same image, else the
+    window starts at the MARK with the id before it; ``layer=None``: the whole run, as
+    ``run.fst``). Writes ``OUT/<layer>.fst``, ``<layer>.gtkw`` and ``<layer>.json`` (window in
+    time and cycles); returns that record."""
     from shiftbook.sim.rtl.runner import run_image
 
-    mark = int(getattr(layer, "mark", layer.index))
-    if marks:
-        after, until = layer_window(marks, mark)
-    else:
-        after, until = (mark - 1 if mark > 0 else None), mark
+    mark: int | None = None
+    after: int | None = None
+    if layer is not None:
+        mark = int(getattr(layer, "mark", layer.index))
+        if marks:
+            after, _ = layer_window(marks, mark)
+        else:
+            after = mark - 1 if mark > 0 else None
+    until = mark
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = run_image(cfg, memory, waves=True, waves_marks=(after, until),
                     timeout_cycles=timeout_cycles)
     try:
         if res.waves is None or res.waves_window is None:
-            raise RtlError(f"the traced run of layer {layer.name} wrote no waveform "
+            what = f"layer {layer.name}" if layer is not None else "the bundle"
+            raise RtlError(f"the traced run of {what} wrote no waveform "
                            f"(MARK window {after} -> {until} never opened)")
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", layer.name)
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", layer.name) if layer is not None else "run"
         fst = out / f"{stem}.fst"
         shutil.copyfile(res.waves, fst)
         src = (res.build_dir / "src" / "shiftbook_core.v") if res.build_dir else None
         verilog = src.read_text() if src is not None and src.exists() else ""
         gtkw = write_gtkw(fst, out / f"{stem}.gtkw", verilog=verilog)
         t0, t1, c0, c1 = res.waves_window
-        rec = {"layer": layer.name, "index": int(layer.index), "mark": mark,
+        rec = {"layer": layer.name if layer is not None else None,
+               "index": int(layer.index) if layer is not None else None, "mark": mark,
                "after_mark": after, "fst": str(fst), "gtkw": str(gtkw),
                "from_time_ps": t0, "to_time_ps": t1, "from_cycle": c0, "to_cycle": c1,
                "marks": [list(m) for m in res.marks]}
