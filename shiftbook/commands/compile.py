@@ -71,13 +71,17 @@ def summary(low: Any, prog: Any) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shiftbook.commands.progress import Stage
     from shiftbook.sw.frontend.adaptation import adaptation_lines
 
     # flow.compile checks the output path, the seed, the calibration count and the
     # adaptation limit before any work.
-    c = flow.compile(args.model, config=args.config, calib=args.calib, weights=args.weights,
-                     seed=args.seed, max_adapt_error=args.max_adapt_error, output=args.output,
-                     force=args.force)
+    with Stage("compile", f"lowering, calibrating and compiling {args.model}",
+               enabled=not args.json):
+        c = flow.compile(args.model, config=args.config, calib=args.calib,
+                         weights=args.weights, seed=args.seed,
+                         max_adapt_error=args.max_adapt_error, output=args.output,
+                         force=args.force)
     low, prog, cfg, info, out = c.lowered, c.program, c.config, c.info, c.bundle
     rows = summary(low, prog)
     rec = {**info, "bundle": str(Path(out).resolve()), "config": cfg.name,

@@ -28,12 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shiftbook import flow
     from shiftbook.commands import check_output_directory
+    from shiftbook.commands.progress import Stage
     from shiftbook.config import load_config
 
     out = Path(args.output)
     check_output_directory(args.output)         # before elaborating anything
     if args.board:
-        files = flow.verilog(out, board=args.board, config=args.config)
+        with Stage("verilog", f"elaborating board {args.board} and writing its Verilog",
+                   enabled=not args.json):
+            files = flow.verilog(out, board=args.board, config=args.config)
         if args.json:
             print(json.dumps({"board": args.board, "files": [str(f) for f in files]}))
         else:
@@ -49,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
                       f"{e.strerror or e}") from None
     if not os.access(out, os.W_OK):
         raise PermissionError(f"output directory {str(out)!r} is not writable")
-    core_v, _ = flow.verilog(out, config=cfg)
+    with Stage("verilog", f"elaborating the {cfg.rows}x{cfg.cols} core ({cfg.name}) and "
+                          f"writing its Verilog", enabled=not args.json):
+        core_v, _ = flow.verilog(out, config=cfg)
     lines = len(core_v.read_text().splitlines())
     if args.json:
         print(json.dumps({"files": [str(core_v), str(out / "config.json")], "lines": lines,

@@ -11,6 +11,8 @@ with its summary (sizes, accuracies, steps). Writing files is the caller's job
 from __future__ import annotations
 
 import math
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,35 @@ class CompressResult:
     test_loader: Any = field(repr=False, default=None)
 
 
+class _Stages:
+    """``[compress] stage k/n: what`` lines on stderr (with ``progress``), each with the time
+    so far and, once the float baseline has given a time per epoch, a rough overall ETA."""
+
+    def __init__(self, names: list[str], enabled: bool) -> None:
+        self._names = names
+        self._enabled = enabled
+        self._t0 = time.monotonic()
+        self._k = 0
+        self.epoch_s: float | None = None
+
+    def next(self, remaining_epochs: int = 0) -> None:
+        """Announce the next stage; ``remaining_epochs`` of training are left in all."""
+        self._k += 1
+        if not self._enabled:
+            return
+        spent = time.monotonic() - self._t0
+        eta = ""
+        if self.epoch_s is not None and remaining_epochs:
+            eta = f", ETA ~{self.epoch_s * remaining_epochs / 60:.1f} min"
+        print(f"[compress] stage {self._k}/{len(self._names)}: {self._names[self._k - 1]} "
+              f"({spent:.0f} s so far{eta})", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self._enabled:
+            print(f"[compress] done in {time.monotonic() - self._t0:.0f} s", file=sys.stderr,
+                  flush=True)
+
+
 def _float_model(req: CompressRequest) -> tuple[str, dict[str, Any], Any, bool]:
     """(model name, model args, the float model, whether it is already trained)."""
     from shiftbook.sw.models import MODELS, build_model, load_checkpoint
@@ -142,16 +173,29 @@ def run_compress(req: CompressRequest) -> CompressResult:
     train_loader, test_loader = digits_loaders(batch_size=64, size=32,
                                                channels=model_args["in_channels"],
                                                seed=req.seed)
+    names = ([f"training the float baseline first ({req.baseline_epochs} epochs; no "
+              f"--weights given)"] if not trained else [])
+    names += [f"compressing with {req.method} (fine-tuning {epochs} epoch(s) per step)",
+              "measuring sizes"]
+    stages = _Stages(names, req.progress)
     if not trained:
+        stages.next()
+        t_train = time.monotonic()
         train(model, train_loader, TrainConfig(epochs=req.baseline_epochs, lr=0.05,
                                                progress=req.progress, desc="float"))
+        if req.baseline_epochs:
+            stages.epoch_s = (time.monotonic() - t_train) / req.baseline_epochs
         if req.save_float:
             save_checkpoint(req.save_float, model, name=name, model_args=model_args,
                             test_acc=evaluate(model, test_loader))
     model.eval()
+    stages.next(remaining_epochs=epochs)
     cm = compress(model, req.method, train_loader, test_loader, opts, model_name=name,
                   model_args=model_args)
-    return CompressResult(cm, summary_dict(cm, model_size(cm)), test_loader)
+    stages.next()
+    summary = summary_dict(cm, model_size(cm))
+    stages.done()
+    return CompressResult(cm, summary, test_loader)
 
 
 def summary_dict(cm: CompressedModel, size: Any) -> dict[str, Any]:
