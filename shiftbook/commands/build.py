@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 NAME = "build"
@@ -22,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--board` does)")
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="report a missed clock instead of failing")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object (the report; with --verilog-only the "
+                        "files written) instead of text; no stage lines")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_directory(args.output)         # before elaborating the board
     if args.verilog_only:
-        for f in flow.verilog(args.output, board=args.board, config=args.config):
+        files = flow.verilog(args.output, board=args.board, config=args.config)
+        if args.json:
+            print(json.dumps({"board": args.board, "files": [str(f) for f in files]}))
+            return 0
+        for f in files:
             print(f)
         return 0
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
