@@ -18,6 +18,7 @@ import sys
 # Order is the order of `shiftbook --help`.
 COMMANDS = [
     "verilog", "layer", "compile", "simulate", "compress", "build", "estimate", "report", "run",
+    "export",
 ]
 
 

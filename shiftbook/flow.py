@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Compressed", "Compiled", "LayerRun", "RunResult", "Report", "compress", "compile",
            "load", "run", "compare",
            "estimate", "estimate_record", "energy", "report", "verilog", "build", "run_on_board",
-           "layer"]
+           "layer", "export_qonnx"]
 
 
 # ------------------------------------------------------------------ compress
@@ -154,6 +154,41 @@ def compile(model: str | Path, *, config: str | Path | CoreConfig | None = None,
 
         path = Path(write_bundle(prog, low.graph, output, force=force))
     return Compiled(prog, low.graph, cfg, low, info, path)
+
+
+def export_qonnx(model: str | Path, output: str | Path, *,
+                 config: str | Path | CoreConfig | None = None, calib: int | None = None,
+                 weights: str | Path | None = None, seed: int = 0,
+                 force: bool = False) -> Path:
+    """Write ``model`` as QONNX to ``output`` (``shiftbook export --qonnx``): a bundle
+    directory (or its manifest.json) is exported from its integer IR; anything else is
+    compiled first as :func:`compile` does (``config``, ``calib``, ``weights``, ``seed``).
+    An existing ``output`` is replaced only if shiftbook wrote it, or with ``force``; the path
+    is checked before any work. Importing the file again gives the same bundle
+    (sw/frontend/onnx_export.py)."""
+    from shiftbook.outputs import OutputError, check_writable_file
+    from shiftbook.sw.frontend.onnx_export import save_qonnx
+
+    out = Path(output)
+    check_writable_file(out, "--qonnx", OutputError)
+    if out.is_file() and not force:
+        try:
+            import onnx
+
+            ours = onnx.load(str(out)).producer_name == "shiftbook"
+        except Exception:  # noqa: BLE001 - not an ONNX file
+            ours = False
+        if not ours:
+            raise OutputError(f"--qonnx {out}: the file exists and is not an earlier "
+                              f"`shiftbook export` output; choose another path, remove it, "
+                              f"or pass --force")
+    p = Path(model)
+    if p.is_dir() or p.name == "manifest.json":
+        graph, name = load(p).graph(), (p.parent if p.is_file() else p).name
+    else:
+        graph, name = compile(model, config=config, calib=calib, weights=weights,
+                              seed=seed).graph, p.stem
+    return save_qonnx(graph, out, name=name or "shiftbook")
 
 
 def load(path: str | Path, config: CoreConfig | None = None) -> Bundle:

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", metavar="MODEL",
                    help="built-in model name (resnet8, resnet20, ...), a .pt2 file "
-                        "(torch.export.save) or a `shiftbook compress` output")
+                        "(torch.export.save), a .onnx file (plain ONNX or QONNX) or a "
+                        "`shiftbook compress` output")
     p.add_argument("--config", default=None,
                    help=f"core config: a preset ({', '.join(PRESETS)}) or a JSON file "
                         "(default small)")

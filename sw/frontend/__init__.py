@@ -22,6 +22,7 @@ from shiftbook.sw.ir import MaxPool2d, SumPool2d
 
 from .errors import FrontendError
 from .fold import fold_batchnorm
+from .onnx_import import OnnxSource
 from .quantize import ROUNDINGS, WEIGHT_MODES, Lowered, act_frac, quantize_input, quantize_net
 from .source import ModelSource, export_module, load_source, save_pt2
 from .trace import FloatNet, trace_program
@@ -63,6 +64,13 @@ def lower_source(src: ModelSource, *, calib: Any = None, config: CoreConfig | No
                  rounding: str = "log", percentile: float = 100.0,
                  bias_correction: bool = True, gptq: bool = True, seed: int = 0) -> Lowered:
     cfg = config or CoreConfig()
+    if isinstance(src, OnnxSource):     # an ONNX / QONNX model (sw/frontend/onnx_lower.py)
+        from .onnx_lower import lower_onnx
+
+        if calib is None:
+            calib = default_calibration(src.input_shape, n_calib, seed)
+        return lower_onnx(src, calib, cfg, weights=weights, rounding=rounding,
+                          percentile=percentile, bias_correction=bias_correction, gptq=gptq)
     net = trace_program(src.program, formats=src.formats, exp_bits=cfg.exp_bits,
                         detect=weights != "ptq")
     if calib is None:
