@@ -44,15 +44,24 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def build_model(name: str, *, num_classes: int | None = None, in_channels: int = 3,
-                weights: str | Path | None = None, seed: int | None = 0) -> nn.Module:
-    """Build a built-in model; ``seed`` fixes the random initialisation (None: do not seed)."""
+                weights: str | Path | None = None, seed: int | None = 0,
+                inner_widths: list[int] | None = None) -> nn.Module:
+    """Build a built-in model; ``seed`` fixes the random initialisation (None: do not seed);
+    ``inner_widths``: a pruned ResNet's per-block inner widths (``sw/models/resnet.py``)."""
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r} (built-in: {', '.join(MODELS)})")
     spec = MODELS[name]
     if seed is not None:
         torch.manual_seed(seed)
-    model = spec.factory(num_classes=num_classes or spec.default_classes,
-                         in_channels=in_channels)
+    if inner_widths is None:
+        model = spec.factory(num_classes=num_classes or spec.default_classes,
+                             in_channels=in_channels)
+    else:
+        try:
+            model = spec.factory(num_classes=num_classes or spec.default_classes,
+                                 in_channels=in_channels, inner_widths=list(inner_widths))
+        except ValueError as e:
+            raise ModelError(f"{name}: {e}") from None
     if weights is not None:
         state = load_checkpoint(weights)["state_dict"]
         try:

@@ -21,8 +21,9 @@ __all__ = ["CompressError", "CompressedModel", "compressible_layers", "get_modul
            "apply_bn_folding", "save_compressed", "load_compressed", "FORMAT_VERSION",
            "READABLE_VERSIONS"]
 
-FORMAT_VERSION = 2          # 2: meta["bn_folded"] (BN folded into the convs before compression)
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3          # 2: meta["bn_folded"] (BN folded into the convs before compression)
+#                             3: model_args may hold "inner_widths" (a pruned ResNet, OICSR)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class CompressError(ValueError):

@@ -8,6 +8,11 @@ stages of 16/32/64 channels with ``n`` basic blocks each (depth ``6n + 2``) and 
 pooling. Shortcuts that change shape use **option B**: a strided 1x1 convolution + BN
 (``downsample.0``/``downsample.1``), not option A's zero padding, so every layer is a plain
 convolution the accelerator runs.
+
+``inner_widths`` (basic-block ResNets): one width per block, in block order, for the channels
+between a block's two 3x3 convolutions (``conv1``'s outputs = ``conv2``'s inputs), the channels
+structured pruning removes (``sw/compress/prune.py``). None (default): the plain widths, so
+every unpruned model, its state dict and its bundles are unchanged.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential | None:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, planes: int, stride: int = 1, inner: int | None = None
+                 ) -> None:
         super().__init__()
-        self.conv1 = _conv3x3(cin, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        inner = planes if inner is None else inner
+        self.conv1 = _conv3x3(cin, inner, stride)
+        self.bn1 = nn.BatchNorm2d(inner)
         self.relu = nn.ReLU(inplace=False)
-        self.conv2 = _conv3x3(planes, planes)
+        self.conv2 = _conv3x3(inner, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = _downsample(cin, planes, stride)
 
@@ -77,17 +84,19 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """A ResNet. ``style="cifar"``: 3x3 stem, no max pool; ``"imagenet"``: 7x7/2 stem + max pool.
 
-    ``widths`` are the per-stage plane counts, ``blocks`` the blocks per stage.
+    ``widths`` are the per-stage plane counts, ``blocks`` the blocks per stage,
+    ``inner_widths`` (basic blocks only) one inner width per block (None: the stage's width).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], blocks: Sequence[int],
                  widths: Sequence[int], *, style: str, num_classes: int = 10,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, inner_widths: Sequence[int] | None = None) -> None:
         super().__init__()
         if style not in ("cifar", "imagenet"):
             raise ValueError(f"unknown ResNet style {style!r}")
         if num_classes < 1 or in_channels < 1:
             raise ValueError("num_classes and in_channels must be >= 1")
+        inner = _check_inner(block, blocks, inner_widths)
         self.style = style
         stem = widths[0]
         if style == "cifar":
@@ -103,7 +112,8 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             layers = []
             for j in range(n):
-                layers.append(block(cin, w, stride if j == 0 else 1))
+                extra = {} if inner is None else {"inner": inner.pop(0)}
+                layers.append(block(cin, w, stride if j == 0 else 1, **extra))
                 cin = w * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.n_stages = len(blocks)
@@ -124,21 +134,39 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def cifar_resnet(depth: int, *, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+def _check_inner(block: type, blocks: Sequence[int], inner_widths: Sequence[int] | None
+                 ) -> list[int] | None:
+    """The inner widths as a list (one per block, each >= 1), or None."""
+    if inner_widths is None:
+        return None
+    if block is not BasicBlock:
+        raise ValueError("inner_widths applies to basic-block ResNets only (not bottlenecks)")
+    widths = [int(w) for w in inner_widths]
+    if len(widths) != sum(blocks):
+        raise ValueError(f"inner_widths has {len(widths)} entries; the network has "
+                         f"{sum(blocks)} blocks")
+    if min(widths) < 1:
+        raise ValueError(f"inner_widths must all be >= 1, not {min(widths)}")
+    return widths
+
+
+def cifar_resnet(depth: int, *, num_classes: int = 10, in_channels: int = 3,
+                 inner_widths: Sequence[int] | None = None) -> ResNet:
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 >= 8, not {depth}")
     n = (depth - 2) // 6
     return ResNet(BasicBlock, [n] * 3, [16, 32, 64], style="cifar", num_classes=num_classes,
-                  in_channels=in_channels)
+                  in_channels=in_channels, inner_widths=inner_widths)
 
 
 _IMAGENET = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
              50: (Bottleneck, [3, 4, 6, 3])}
 
 
-def imagenet_resnet(depth: int, *, num_classes: int = 1000, in_channels: int = 3) -> ResNet:
+def imagenet_resnet(depth: int, *, num_classes: int = 1000, in_channels: int = 3,
+                    inner_widths: Sequence[int] | None = None) -> ResNet:
     if depth not in _IMAGENET:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(_IMAGENET)}")
     block, blocks = _IMAGENET[depth]
     return ResNet(block, blocks, [64, 128, 256, 512], style="imagenet",
-                  num_classes=num_classes, in_channels=in_channels)
+                  num_classes=num_classes, in_channels=in_channels, inner_widths=inner_widths)
