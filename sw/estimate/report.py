@@ -108,8 +108,11 @@ def summary_text(rec: dict[str, Any]) -> str:
                      f"{b['clk_mhz']:.2f} MHz")
     if rec.get("compression"):
         cp = rec["compression"]
-        lines.append(f"compression {cp['method']}: accuracy {cp.get('float_acc')} -> "
-                     f"{cp.get('acc')}")
+        def pct(v: Any) -> str:
+            return f"{v:.2f}%" if isinstance(v, int | float) else "n/a"
+
+        lines.append(f"compression {cp['method']}: accuracy {pct(cp.get('float_acc'))} float "
+                     f"-> {pct(cp.get('acc'))} compressed")
     return "\n".join(lines)
 
 
