@@ -57,3 +57,32 @@ def test_one_layer_waveform_covers_its_window(tiny_core, tmp_path):
     assert "-controller" in gtkw and ".core.compute.array.pe_0_0." in gtkw
     # a second traced run reuses the cached traced build
     assert runner.build(TINY, waves=True) == runner.build(TINY, waves=True)
+
+
+def test_simulate_waves_cli_and_no_finish_line(tiny_core, tmp_path, capfd):
+    """`simulate --level rtl --waves DIR --layer NAME --json`: one JSON object whose "waves"
+    names the FST; the simulator prints no `- :0: Verilog $finish` line (sim_main.cpp)."""
+    import json
+
+    from shiftbook.cli import main
+    from shiftbook.sw.bundle import write_bundle
+    from shiftbook.sw.compiler import compile_graph
+    from shiftbook.sw.reference import random_layer
+
+    layer = random_layer("conv", 3, 4, 3, 1, None, 5, seed=4)
+    path = write_bundle(compile_graph(layer.graph, TINY, layer.inputs), layer.graph,
+                        tmp_path / "bundle")
+    capfd.readouterr()
+    rc = main(["simulate", str(path), "--level", "rtl", "--waves", str(tmp_path / "w"),
+               "--layer", "layer0", "--json"])
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    rec = json.loads(out)
+    assert rec["waves"]["layer"] == "layer0" and fst_header(rec["waves"]["fst"]).vars > 0
+    from shiftbook.isa import Insn, Opcode, encode_program
+
+    image = encode_program([Insn(Opcode.MARK, {"id": 3}), Insn(Opcode.END)])
+    res = runner.run_image(TINY, image, timeout_cycles=10_000, progress=True)
+    out, err = capfd.readouterr()
+    assert res.status == "done" and "[rtl] done" in out
+    assert "Verilog $finish" not in out + err
