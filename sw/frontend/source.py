@@ -7,6 +7,7 @@ plus the ``shiftbook compress`` format records whose codes must be kept.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,56 @@ def _from_module(module: nn.Module, input_shape: tuple[int, int, int] | None,
     return ModelSource(export_module(module, input_shape), formats, label, module)
 
 
+class _Records(logging.Handler):
+    """Collects log records instead of printing them (torch.export logs a whole traceback,
+    then raises an exception that says only "check the warnings above")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _first_cause(records: list[logging.LogRecord]) -> str | None:
+    """The underlying error of the first logged exception (its type and first line)."""
+    for r in records:
+        if r.exc_info and r.exc_info[1] is not None:
+            e = r.exc_info[1]
+            first = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+            return f"{type(e).__name__}: {first}"
+    return None
+
+
+def _load_pt2(path: Path) -> ModelSource:
+    """A ``.pt2`` archive via ``torch.export.load``; anything unreadable is one line naming
+    the file (torch's own log output and warnings are captured, never printed)."""
+    if not path.is_file():
+        raise FrontendError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":      # torch.export.save writes a zip archive
+            raise FrontendError(f"{path} is not a .pt2 file (not a torch.export zip archive)")
+    log = logging.getLogger("torch.export")
+    handler = _Records()
+    saved = log.handlers, log.propagate, log.level
+    log.handlers, log.propagate = [handler], False
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001 - unreadable file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "warnings above" in first:
+            first = _first_cause(handler.records) or "the archive is damaged"
+        raise FrontendError(f"cannot load {path} with torch.export.load: {first}") from None
+    finally:
+        log.handlers, log.propagate = saved[0], saved[1]
+        log.setLevel(saved[2])
+    return ModelSource(ep, {}, path.name)
+
+
 def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
                 num_classes: int | None = None, in_channels: int | None = None,
                 weights: str | Path | None = None, seed: int | None = 0) -> ModelSource:
@@ -101,28 +152,8 @@ def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
                             f"checkpoint, a built-in model name or an nn.Module")
     text = str(model)
     path = Path(text)
-    if path.suffix == ".onnx":      # plain ONNX or QONNX (sw/frontend/onnx_import.py)
-        from .onnx_import import load_onnx
-
-        return load_onnx(path)  # type: ignore[return-value]
     if path.suffix == ".pt2":
-        if not path.is_file():
-            raise FrontendError(f"{path} does not exist")
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":      # torch.export.save writes a zip archive
-                raise FrontendError(f"{path} is not a .pt2 file (not a torch.export zip "
-                                    f"archive)")
-        log = logging.getLogger("torch.export")     # it logs a traceback on a bad archive
-        level = log.level
-        log.setLevel(logging.ERROR)
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:  # noqa: BLE001 - unreadable file
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise FrontendError(f"cannot load {path} with torch.export.load: {first}") from None
-        finally:
-            log.setLevel(level)
-        return ModelSource(ep, {}, path.name)
+        return _load_pt2(path)
     from shiftbook.sw.models import MODELS, build_model
 
     if path.is_file():

@@ -60,6 +60,12 @@ def _torch_file(obj_fn: Callable[[], Any]) -> Callable[[Path, Any], None]:
     return write
 
 
+def _damage(data: bytes) -> bytes:
+    """``data`` with 64 bytes in its middle inverted."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 64]) + data[mid + 64:]
+
+
 def _user_dir(w: Path, fx: Any) -> None:
     (w / "mine").mkdir()
     (w / "mine" / "notes.txt").write_text("keep me\n")
@@ -215,6 +221,10 @@ def _model_cases() -> list[Case]:
         "list.pt": _torch_file(lambda: [1, 2, 3]),
         "nostate.pt": _torch_file(lambda: {"model": "resnet8"}),
         "random.npy": RANDOM,
+        # a real archive cut short or with a damaged run of bytes (torch logs a traceback and
+        # raises "check the warnings above": only shiftbook's line may show)
+        "truncated.pt2": lambda p, fx: p.write_bytes(fx.model.read_bytes()[:-200]),
+        "damaged.pt2": lambda p, fx: p.write_bytes(_damage(fx.model.read_bytes())),
     }
     out = []
     for fname, content in files.items():
