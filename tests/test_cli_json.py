@@ -74,3 +74,24 @@ def test_simulate_waves_needs_rtl(capsys, tmp_path):
     assert rc == 2 and "--waves needs --level rtl" in capsys.readouterr().err
     rc = main(["simulate", str(tmp_path), "--level", "rtl", "--layer", "conv1"])
     assert rc == 2 and "give --waves too" in capsys.readouterr().err
+
+
+def test_stage_lines_only_for_stages_that_take_a_while(capsys):
+    from shiftbook.commands.progress import Stage
+
+    with Stage("verilog", "quick"):
+        pass
+    assert capsys.readouterr().err == ""            # an instant stage (or error) says nothing
+    with Stage("verilog", "slow", delay_s=0.0):
+        import time
+
+        time.sleep(0.1)
+    err = capsys.readouterr().err.splitlines()      # not a TTY: a start and an end line
+    assert err[0] == "[verilog] slow ..." and err[1].startswith("[verilog] slow: done in")
+    with pytest.raises(ValueError), Stage("verilog", "fails", delay_s=0.0):
+        time.sleep(0.05)
+        raise ValueError("bad")
+    assert capsys.readouterr().err == "[verilog] fails ...\n"
+    with Stage("verilog", "off", enabled=False, delay_s=0.0):
+        time.sleep(0.05)
+    assert capsys.readouterr().err == ""

@@ -16,16 +16,22 @@ __all__ = ["Stage"]
 
 
 class Stage:
-    """``with Stage("verilog", "elaborating the core", enabled=not args.json): ...``"""
+    """``with Stage("verilog", "elaborating the core", enabled=not args.json): ...``
+
+    Nothing is printed for a stage that ends (or fails) within ``delay_s``: a bad option
+    refused at once stays the one error line; a failure after that prints no end line (the
+    command's error line follows)."""
 
     def __init__(self, command: str, what: str, *, enabled: bool = True,
-                 eta_s: float | None = None) -> None:
+                 eta_s: float | None = None, delay_s: float = 1.0) -> None:
         self._prefix = f"[{command}] {what}"
         self._enabled = enabled
         self._eta = eta_s
+        self._delay = delay_s
         self._tty = enabled and sys.stderr.isatty()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._shown = False
         self._t0 = 0.0
 
     def _line(self) -> str:
@@ -33,18 +39,20 @@ class Stage:
         eta = f", ETA ~{max(self._eta - spent, 0):.0f} s" if self._eta else ""
         return f"{self._prefix} ... {spent:.0f} s{eta}"
 
-    def _tick(self) -> None:
-        while not self._stop.wait(1.0):
+    def _run(self) -> None:
+        if self._stop.wait(self._delay):
+            return
+        self._shown = True
+        sys.stderr.write(("\r\033[K" + self._line()) if self._tty else f"{self._prefix} ...\n")
+        sys.stderr.flush()
+        while self._tty and not self._stop.wait(1.0):
             sys.stderr.write("\r\033[K" + self._line())
             sys.stderr.flush()
 
     def __enter__(self) -> Stage:
         self._t0 = time.monotonic()
         if self._enabled:
-            sys.stderr.write(self._line() if self._tty else f"{self._prefix} ...\n")
-            sys.stderr.flush()
-        if self._tty:
-            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         return self
 
@@ -53,9 +61,13 @@ class Stage:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if not self._enabled:
+        if not self._shown:
             return
-        how = "done" if exc_type is None else "failed"
-        end = f"{self._prefix}: {how} in {time.monotonic() - self._t0:.1f} s\n"
+        if exc_type is not None:
+            if self._tty:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+            return
+        end = f"{self._prefix}: done in {time.monotonic() - self._t0:.1f} s\n"
         sys.stderr.write(("\r\033[K" + end) if self._tty else end)
         sys.stderr.flush()
