@@ -124,7 +124,11 @@ class _Emitter:
         c, h, w = g.tensors[inp].shape
         self.env[inp] = self.quant(inp, f"{inp}__q", f"{inp}__q",
                                    2.0 ** -g.tensors[inp].frac, 8, True)
+        read = {t for op in g.ops for t in (op.input, getattr(op, "residual", None)) if t}
         for op in g.ops:
+            if op.kind == "linear" and op.output in read:
+                raise ValueError(f"op {op.name!r}: a linear layer read by another op has no "
+                                 f"QONNX export (its output is 2-D there)")
             if op.kind in ("conv2d", "linear"):
                 self.conv(op)
             elif op.kind in ("maxpool2d", "sumpool2d"):

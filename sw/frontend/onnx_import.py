@@ -87,7 +87,6 @@ class OnnxSource:
     path: Path
     qonnx: bool
     converted: list[str] = field(default_factory=list)
-    formats: dict[str, Any] = field(default_factory=dict)
     exp_bits: int = 4
 
     @property
@@ -244,9 +243,7 @@ class _Walker:
                 node, self.consts, self.where())
             return
         if op == "Constant":
-            self.consts[node.output[0]] = np.asarray(self.model.get_initializer(
-                node.output[0])) if self.model.get_initializer(node.output[0]) is not None \
-                else _constant_value(node)
+            self.consts[node.output[0]] = _constant_value(node)
             return
         handler = getattr(self, f"op_{op}", None)
         if op in PASS_OPS:
