@@ -200,6 +200,10 @@ PRESETS: dict[str, CoreConfig] = {
     # ResNet-18's layer3/4 weights are read once (3x3 utilization 0.68 -> 0.81, measured).
     "base": CoreConfig(rows=16, cols=16, abuf_bytes=65536, wbuf_rows=8192, bbuf_rows=64,
                        obuf_bytes=16384, mem_words=1 << 22, max_k=256, name="base"),
+    # base with 64 MiB of external memory (mem_words 2**23): the built-in ImageNet models
+    # (ResNet-50's raw shift-code image is ~40 MB; base addresses 32 MiB).
+    "base-xl": CoreConfig(rows=16, cols=16, abuf_bytes=65536, wbuf_rows=8192, bbuf_rows=64,
+                          obuf_bytes=16384, mem_words=1 << 23, max_k=256, name="base-xl"),
     # Codebooks up to k=2048 (ResNet fc layers in "And the Bit Goes Down"): 11-bit indices
     # widen every WGT row to hold one index row (docs/decoder.md).
     "small-k2048": CoreConfig(rows=4, cols=8, max_k=2048, name="small-k2048"),

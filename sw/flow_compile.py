@@ -11,13 +11,16 @@ command line and the bundle writing) and the benchmarks::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shiftbook.config import CoreConfig
+    from shiftbook.sw.compiler.layout import LayoutCheck
+    from shiftbook.sw.frontend.float_net import FloatNet
 
-__all__ = ["CompileError", "calibration_source", "compile_model"]
+__all__ = ["CompileError", "calibration_source", "compile_model", "early_checks"]
 
 
 class CompileError(ValueError):
@@ -32,7 +35,8 @@ def calibration_source(input_shape: tuple[int, int, int]) -> str:
 
 def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None = None,
                   calib: int | None = None, weights: str | Path | None = None, seed: int = 0,
-                  max_adapt_error: float | None = None
+                  max_adapt_error: float | None = None,
+                  progress: Callable[[int, int, str], None] | None = None
                   ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Lower and compile ``model``; nothing is written. Returns (lowered, program, config,
     info).
@@ -45,16 +49,18 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     ``max_adapt_error``: the largest relative output error a layer may get from being fitted to
     the accumulator (default ``DEFAULT_MAX_ADAPT_ERROR``; sw/frontend/adaptation.py): beyond
     it, an error naming the layer. Each adapted layer's record is its ``"adaptation"`` key in
-    ``low.layers`` and in the program's (bundle's) layer metadata."""
+    ``low.layers`` and in the program's (bundle's) layer metadata. ``progress(done, total,
+    layer)`` is called as the quantizer finishes each layer.
+
+    Everything the model's shapes and the config decide (memory image size, buffer fits, layer
+    register widths, kept layers' accumulator bounds) is checked before calibration
+    (:func:`early_checks`): a model too large for the config fails in seconds."""
     from shiftbook.config import CoreConfig, load_config
     from shiftbook.sw.compiler import compile_graph
-    from shiftbook.sw.frontend import (
-        DEFAULT_CALIB,
-        default_calibration,
-        load_source,
-        lower_source,
-    )
+    from shiftbook.sw.frontend import DEFAULT_CALIB, default_calibration, load_source
     from shiftbook.sw.frontend.adaptation import DEFAULT_MAX_ADAPT_ERROR, check_adaptation
+    from shiftbook.sw.frontend.quantize import quantize_net
+    from shiftbook.sw.frontend.trace import trace_program
 
     cfg = config if isinstance(config, CoreConfig) else load_config(config)
     limit = DEFAULT_MAX_ADAPT_ERROR if max_adapt_error is None else max_adapt_error
@@ -75,9 +81,16 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
             raise       # our own message, naming the file
         raise CompileError(_unreadable(model, e, first)) from None
     shape = src.input_shape
+    from shiftbook.sw.frontend.onnx_import import OnnxSource
+
+    onnx = isinstance(src, OnnxSource)      # its own float net and fixed scales (onnx_lower)
+    net = src.float_net(cfg.exp_bits) if onnx else trace_program(
+        src.program, formats=src.formats, exp_bits=cfg.exp_bits, detect=True)
+    early_checks(net, cfg)          # shapes against the config, before any calibration
     csrc = calibration_source(shape)
     images = default_calibration(shape, n, seed=seed, source=csrc)
-    low = lower_source(src, calib=images, config=cfg, n_calib=n, seed=seed)
+    low = src.quantize(images, cfg, progress=progress) if onnx else quantize_net(
+        net, images, cfg, progress=progress)
     check_adaptation(low.layers, cfg.acc_bits, limit)
     # The bundle's stored input: the first calibration image, quantized.
     x0 = low.quantize_input(images[:1])[0]
@@ -87,6 +100,18 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
             "seed": seed, "input_shape": list(shape)}
     return low, prog, cfg, info
+
+
+def early_checks(net: FloatNet, cfg: CoreConfig, weights: str = "auto") -> LayoutCheck:
+    """The checks a traced network's shapes allow against ``cfg`` (no calibration, no
+    quantization): kept layers' accumulator bounds (``FrontendError``), then the compiler's
+    own layout of a skeleton graph: buffer fits, layer-register field widths and the memory
+    image's size (``CompileError``, one line naming the layer or the sizes)."""
+    from shiftbook.sw.compiler.layout import check_layout
+    from shiftbook.sw.frontend.precheck import check_kept_accumulators, skeleton_graph
+
+    check_kept_accumulators(net, cfg, weights)
+    return check_layout(skeleton_graph(net, cfg), cfg)
 
 
 def _with_adaptation(lay: Any, adaptation: dict[str, Any] | None) -> Any:

@@ -23,7 +23,7 @@ from shiftbook.sw.compiler.dma import MAX_WORDS, dma_pieces, feed_dma
 from shiftbook.sw.compiler.emitter import Emitter, Slot
 from shiftbook.sw.ir import Conv2d
 
-__all__ = ["SlotPool", "ConvScheduler", "schedule_conv"]
+__all__ = ["SlotPool", "ConvScheduler", "schedule_conv", "layer_registers"]
 
 PREFETCH_LOOKAHEAD = 32     # resource changes ahead that a prefetch may load
 Step = tuple[int, int, int, int]        # (band, group, tile start pixel, chunk)
@@ -267,21 +267,9 @@ class ConvScheduler:
 
     # ---- the layer ----
     def set_layer_registers(self) -> None:
-        plan, x, y, em = self.plan, self.x, self.y, self.em
-        _, pl, _, _ = plan.pad
-        a_wrap = plan.sy * x.pitch - (plan.OW - 1) * plan.sx
-        o_wrap = y.pitch - (plan.OW - 1)
-        flags = ((int(Flag.RELU) if self.op.relu else 0)
-                 | (int(Flag.RESIDUAL) if self.res is not None else 0))
-        for reg, val in ((Reg.IN_H, plan.H), (Reg.IN_W, plan.W), (Reg.A_PITCH, x.pitch),
-                         (Reg.A_PLANE, plan.a_plane), (Reg.A_WRAP, a_wrap),
-                         (Reg.OUT_W, plan.OW), (Reg.STRIDE_Y, plan.sy),
-                         (Reg.STRIDE_X, plan.sx), (Reg.PAD_L, pl), (Reg.KH, plan.KH),
-                         (Reg.KW, plan.KW), (Reg.O_WRAP, o_wrap), (Reg.MODE, int(Mode.MAC)),
-                         (Reg.FLAGS, flags),
-                         (Reg.WFMT, WFMT_RAW if plan.fmt is None else WFMT_CODEBOOK)):
-            em.set(reg, val, force=True)
-        em.regs.pop(int(Reg.NCH), None)
+        for reg, val in layer_registers(self.op, self.plan, self.x, self.y, self.res):
+            self.em.set(reg, val, force=True)
+        self.em.regs.pop(int(Reg.NCH), None)
 
     def load_codebook(self) -> Slot:
         """A codebook layer's registers, SYNC COMPUTE (the codebook is not double-buffered)
@@ -377,6 +365,24 @@ class ConvScheduler:
         # Weight bytes the layer reads from external memory (index/raw rows + codebook).
         return {"computes": len(self.steps), "weight_bytes_read": read[Buf.WGT] + read[Buf.CB],
                 "codebook_bytes_read": read[Buf.CB]}
+
+
+def layer_registers(op: Conv2d, plan: ConvPlan, x: Placement, y: Placement,
+                    res: Placement | None) -> list[tuple[Reg, int]]:
+    """The layer registers a convolution sets before its first COMPUTE (also checked for
+    their field widths before quantization, ``layout.check_layout``)."""
+    _, pl, _, _ = plan.pad
+    a_wrap = plan.sy * x.pitch - (plan.OW - 1) * plan.sx
+    o_wrap = y.pitch - (plan.OW - 1)
+    flags = ((int(Flag.RELU) if op.relu else 0)
+             | (int(Flag.RESIDUAL) if res is not None else 0))
+    return [(Reg.IN_H, plan.H), (Reg.IN_W, plan.W), (Reg.A_PITCH, x.pitch),
+            (Reg.A_PLANE, plan.a_plane), (Reg.A_WRAP, a_wrap),
+            (Reg.OUT_W, plan.OW), (Reg.STRIDE_Y, plan.sy),
+            (Reg.STRIDE_X, plan.sx), (Reg.PAD_L, pl), (Reg.KH, plan.KH),
+            (Reg.KW, plan.KW), (Reg.O_WRAP, o_wrap), (Reg.MODE, int(Mode.MAC)),
+            (Reg.FLAGS, flags),
+            (Reg.WFMT, WFMT_RAW if plan.fmt is None else WFMT_CODEBOOK)]
 
 
 def schedule_conv(em: Emitter, op: Conv2d, plan: ConvPlan, cfg: CoreConfig, x: Placement,

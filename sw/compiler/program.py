@@ -30,6 +30,7 @@ from shiftbook.sw.compiler.conv import (
     schedule_conv,
 )
 from shiftbook.sw.compiler.emitter import Emitter
+from shiftbook.sw.compiler.layout import memory_error, param_sizes
 from shiftbook.sw.compiler.pool import plan_pool, pool_bias_bytes, pool_layer_meta, schedule_pool
 from shiftbook.sw.ir import Conv2d, Graph, MaxPool2d, SumPool2d
 from shiftbook.timing import estimate_program
@@ -112,6 +113,15 @@ def _choose_plan(em: Emitter, op: Conv2d, cfg: CoreConfig, x: Placement, y: Plac
     return plan if costs[0] <= costs[1] else alt
 
 
+def _alloc(mem: MemoryImage, op: Conv2d, what: str, size: int, data: bytes) -> int:
+    """Allocate a parameter blob of the size :func:`layout.param_sizes` gives (the size the
+    early check counted); a packer that wrote another size is a compiler bug."""
+    if len(data) != size:
+        raise AssertionError(f"layer {op.name!r}: {what} blob of {len(data)} bytes, the layout "
+                             f"gives {size}")
+    return mem.alloc(size, data)
+
+
 def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
                   data_base: int) -> CompiledProgram:
     mem = MemoryImage(cfg.bus_bytes, data_base)
@@ -151,8 +161,8 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
         if fmt is None:
             wb = conv_weight_bytes(op, cfg)
             bb = conv_bias_bytes(op, cfg)
-            w_addr = mem.alloc(len(wb), wb)
-            b_addr = mem.alloc(len(bb), bb)
+            w_addr = _alloc(mem, op, "weight", param_sizes(op, cfg, None)[0], wb)
+            b_addr = _alloc(mem, op, "bias", param_sizes(op, cfg, None)[1], bb)
         else:
             # Codebook layers pack their index rows per chunk: addresses after the plan.
             bb = conv_bias_bytes(op, cfg)
@@ -161,9 +171,10 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
         if fmt is not None:
             wb = codebook_weight_bytes(op, cfg, plan)
             cbb = fmt.pack_codebook()
-            w_addr = mem.alloc(len(wb), wb)
-            b_addr = mem.alloc(len(bb), bb)
-            cb_addr = mem.alloc(len(cbb), cbb)
+            wn, bn, cbn = param_sizes(op, cfg, plan)
+            w_addr = _alloc(mem, op, "weight", wn, wb)
+            b_addr = _alloc(mem, op, "bias", bn, bb)
+            cb_addr = _alloc(mem, op, "codebook", cbn, cbb)
         extra = schedule_conv(em, op, plan, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
         if cb_addr is not None:
             extra["codebook_addr"] = cb_addr
@@ -178,10 +189,8 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
     if len(program) > data_base and data_base > 0:
         raise AssertionError("program grew between passes")
     image = mem.image(program)
-    limit = cfg.mem_words * cfg.bus_bytes
-    if len(image) > limit:
-        raise CompileError(f"program and data need {len(image)} bytes, the core addresses "
-                           f"{limit} (mem_words={cfg.mem_words})")
+    if len(image) > cfg.mem_words * cfg.bus_bytes:
+        raise CompileError(memory_error(len(image), cfg))
     return CompiledProgram(cfg, em.insns, program, image, places, layers,
                            list(graph.inputs), list(graph.outputs))
 

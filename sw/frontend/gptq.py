@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shiftbook import numerics as nx
 
@@ -26,19 +25,41 @@ _GPTQ_BLOCK = 128      # columns per lazy-update block
 GptqFactor = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def _input_rows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int, int, int]) -> np.ndarray:
+    """The im2col rows ``(rows, C*KH*KW)`` of ``x`` (all of them, or ``_GPTQ_ROWS`` picked
+    with a fixed seed), gathered straight from the padded input: the same rows, in the same
+    order, as ``F.unfold`` followed by the pick, without materialising every patch."""
+    kh, kw = kernel
+    sy, sx = stride
+    t, left, b, r = padding
+    xp = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (t, b), (left, r)))
+    n, c, hp, wp = xp.shape
+    oh, ow = (hp - kh) // sy + 1, (wp - kw) // sx + 1
+    total = n * oh * ow
+    rows = np.arange(total)
+    if total > _GPTQ_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(total, _GPTQ_ROWS, replace=False))
+    img, pix = np.divmod(rows, oh * ow)
+    oy, ox = np.divmod(pix, ow)
+    ky, kx = np.divmod(np.arange(kh * kw), kw)
+    # (rows, C, KH*KW) -> (rows, C*KH*KW): channel-major, kernel rows, then columns (unfold)
+    pat = xp[img[:, None, None], np.arange(c)[None, :, None],
+             (oy * sy)[:, None, None] + ky[None, None, :],
+             (ox * sx)[:, None, None] + kx[None, None, :]]
+    return pat.reshape(len(rows), c * kh * kw)
+
+
 def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                 padding: tuple[int, int, int, int]) -> GptqFactor:
     """Upper Cholesky factor of the damped inverse input second moment (permuted), the column
     order and the inputs that are always zero, for a layer whose real-valued calibration input
-    is ``x`` ``(N, C, H, W)`` (padding: top, left, bottom, right)."""
-    kh, kw = kernel
-    t, left, b, r = padding
-    xt = F.pad(torch.from_numpy(np.asarray(x, dtype=np.float64)), (left, r, t, b))
-    cols = F.unfold(xt, (kh, kw), stride=stride)              # (N, K, L)
-    xs = cols.permute(0, 2, 1).reshape(-1, cols.shape[1]).numpy()
-    if xs.shape[0] > _GPTQ_ROWS:
-        pick = np.random.default_rng(0).choice(xs.shape[0], _GPTQ_ROWS, replace=False)
-        xs = xs[np.sort(pick)]
+    is ``x`` ``(N, C, H, W)`` (padding: top, left, bottom, right).
+
+    One factorization: with ``H = R R^T`` (``R`` upper: the Cholesky factor of ``H`` with rows
+    and columns reversed, reversed back), ``H^-1 = R^-T R^-1``, so the factor is ``R^-1`` (one
+    triangular inverse; no explicit ``H^-1`` and no second Cholesky)."""
+    xs = _input_rows(x, kernel, stride, padding)
     h = xs.T @ xs / max(1, xs.shape[0])
     k = h.shape[0]
     dead = np.diag(h) <= 0
@@ -46,37 +67,71 @@ def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     h = h + np.eye(k) * (_GPTQ_DAMP * float(np.mean(np.diag(h))))
     perm = np.argsort(-np.diag(h), kind="stable") if _GPTQ_ACT_ORDER else np.arange(k)
     h = h[np.ix_(perm, perm)]
-    u = np.linalg.cholesky(np.linalg.inv(h)).T                # H^-1 = U^T U, U upper
-    return u, perm, dead
+    flip = torch.from_numpy(np.ascontiguousarray(h[::-1, ::-1]))
+    rr = torch.linalg.cholesky(flip).flip(0, 1)               # upper, H = R R^T
+    u = torch.linalg.solve_triangular(rr, torch.eye(k, dtype=rr.dtype), upper=True)
+    return u.numpy(), perm, dead
+
+
+def _rounded(v: np.ndarray, up: np.ndarray, scale: np.ndarray, emax: int,
+             rounding: str) -> np.ndarray:
+    """The real value each of ``v`` rounds to on the shift grid at scales ``scale = 2**-wf``
+    (``up = 2**wf``): elementwise the same arithmetic as ``numerics.float_to_shift`` and
+    ``decode_shift``, without packing codes (the GPTQ inner loop's one rounding step)."""
+    x = np.abs(v) * up
+    with np.errstate(divide="ignore"):
+        lx = np.log2(np.where(x > 0, x, 1.0))
+    if rounding == "log":
+        e = np.floor(lx + 0.5)
+        zero = (x <= 0) | (lx < -0.5)
+    else:
+        fl = np.floor(lx)
+        e = np.where(x >= 1.5 * np.exp2(fl), fl + 1, fl)
+        zero = (x <= 0) | (x < 0.5)
+        e = np.where(x < 1.0, 0, e)
+    mag = np.exp2(np.clip(e, 0, emax))
+    return np.where(zero, 0.0, np.where(v < 0, -mag, mag)) * scale
 
 
 def gptq_round(w: np.ndarray, wf: np.ndarray, factor: GptqFactor, exp_bits: int,
                rounding: str) -> np.ndarray:
     """Shift codes (shaped like ``w``, ``(O, I, KH, KW)``) of the float weights ``w`` at the
     per-output-channel scales ``2**-wf``, rounded sequentially with error feedback weighted
-    by ``factor`` (:func:`gptq_factor` of the layer's calibration input)."""
+    by ``factor`` (:func:`gptq_factor` of the layer's calibration input).
+
+    Blocked (lazy batch updates, ``_GPTQ_BLOCK`` columns): inside a block one vectorised
+    rounding step per column over every output channel and a rank-1 update of the block; the
+    rest of the matrix is updated once per block (one BLAS product). The codes are packed once
+    at the end from the values each column was rounded from (``float_to_shift`` of the whole
+    matrix) and checked against the values the loop used."""
     o = w.shape[0]
     u, perm, dead = factor
     k = u.shape[0]
     work = w.reshape(o, k).copy()
     work[:, dead] = 0.0
     work = work[:, perm]
-    codes = np.empty((o, k), np.int64)
+    pre = np.empty((o, k))      # the value each weight was rounded from
+    got = np.empty((o, k))      # the real value it rounded to
     scale = np.exp2(-wf.astype(np.float64))
-    for i1 in range(0, k, _GPTQ_BLOCK):     # blocked: the same result, BLAS-sized updates
+    up = np.exp2(wf.reshape(-1).astype(np.int64))
+    emax = (1 << exp_bits) - 1
+    for i1 in range(0, k, _GPTQ_BLOCK):
         i2 = min(i1 + _GPTQ_BLOCK, k)
         blk = work[:, i1:i2].copy()
-        errs = np.zeros((o, i2 - i1))
+        ub = u[i1:i2, i1:i2]
+        errs = np.empty((o, i2 - i1))
         for j in range(i2 - i1):
-            c, _ = nx.float_to_shift(blk[:, j:j + 1], exp_bits, rounding=rounding,
-                                     w_frac=wf.reshape(-1, 1))
-            c = np.asarray(c, dtype=np.int64).reshape(-1)
-            codes[:, i1 + j] = c
-            q = nx.decode_shift(c, exp_bits) * scale
-            err = (blk[:, j] - q) / u[i1 + j, i1 + j]
-            blk[:, j + 1:] -= np.outer(err, u[i1 + j, i1 + j + 1:i2])
+            col = blk[:, j]
+            q = _rounded(col, up, scale, emax, rounding)
+            pre[:, i1 + j], got[:, i1 + j] = col, q
+            err = (col - q) / ub[j, j]
+            blk[:, j + 1:] -= err[:, None] * ub[j, j + 1:]
             errs[:, j] = err
         work[:, i2:] -= errs @ u[i1:i2, i2:]
+    codes, _ = nx.float_to_shift(pre, exp_bits, rounding=rounding, w_frac=wf.reshape(-1, 1))
+    codes = np.asarray(codes, dtype=np.int64)
+    if not np.array_equal(nx.decode_shift(codes, exp_bits) * scale[:, None], got):
+        raise AssertionError("GPTQ: packed codes differ from the values rounded to")
     out = np.empty_like(codes)
     out[:, perm] = codes
     return out.reshape(w.shape)

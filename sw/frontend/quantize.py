@@ -40,6 +40,7 @@ Rules (docs/frontend.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,12 +51,13 @@ from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import Conv2d, Graph, Linear, MaxPool2d, SumPool2d, TensorSpec, window_view
 from shiftbook.sw.reference import conv_acc
-from shiftbook.weights import CodebookWeights, WeightFormatError
+from shiftbook.weights import WeightFormatError
 
 from .adaptation import measure_adaptation
 from .errors import FrontendError
 from .gptq import GptqFactor, gptq_factor, gptq_round
 from .lowered import Lowered
+from .precheck import GAIN_TOLERANCE, core_codebook
 from .scales import MAX_FRAC, act_frac, quantize_input
 from .scales import round_half_up as _round_half_up
 from .trace import FLayer, FloatNet
@@ -64,8 +66,6 @@ __all__ = ["act_frac", "quantize_input", "quantize_net", "Lowered", "WEIGHT_MODE
            "ROUNDINGS"]
 
 WEIGHT_MODES = ("auto", "keep", "ptq")
-# A kept layer's folded per-channel factor counts as a power of two within this relative error.
-GAIN_TOLERANCE = 2.0**-10
 ROUNDINGS = ("linear", "log")
 
 
@@ -113,18 +113,20 @@ class _Quantizer:
             return float(a.max())
         return float(np.percentile(a, self.percentile))
 
-    def run(self) -> Graph:
+    def run(self, progress: Callable[[int, int, str], None] | None = None) -> Graph:
         net = self.net
         f_in = act_frac(self.top(self.calib.numpy()))
         self.graph.add_tensor(TensorSpec(net.input, net.input_shape, f_in))
         self.env[net.input] = quantize_input(self.calib, f_in)
-        for lay in net.layers:
+        for i, lay in enumerate(net.layers):
             if lay.kind in ("conv", "linear", "identity"):
                 self.conv(lay)
             elif lay.kind == "maxpool":
                 self.maxpool(lay)
             else:
                 self.sumpool(lay)
+            if progress is not None:
+                progress(i + 1, len(net.layers), lay.name)
         self.graph.validate()
         return self.graph
 
@@ -205,14 +207,8 @@ class _Quantizer:
         why = None
         cbw = None
         try:
-            cbw = CodebookWeights.from_record(rec)
             # the codes as the core sees them (exp_bits of the CoreConfig, as the weights)
-            zero, sign, e = nx.shift_fields(cbw.codebook, cbw.exp_bits)
-            book = np.asarray(nx.encode_shift(zero, sign, np.where(zero != 0, 0, e), self.eb),
-                              dtype=np.int64)
-            cbw = CodebookWeights(cbw.shape, cbw.k, cbw.d, self.eb, book, cbw.indices)
-            cbw.check_config(self.cfg.max_k, self.cfg.max_d, self.eb,
-                             what=f"layer {op.name!r}")
+            cbw = core_codebook(rec, self.cfg, f"layer {op.name!r}")
         except (WeightFormatError, ValueError) as e:
             why = str(e)
         if why is None and flipped:
@@ -421,8 +417,10 @@ class _Quantizer:
 
 def quantize_net(net: FloatNet, calib: Any, config: CoreConfig, *, weights: str = "auto",
                  rounding: str = "log", percentile: float = 100.0,
-                 bias_correction: bool = True, gptq: bool = True) -> Lowered:
-    """Quantize a :class:`FloatNet` on float calibration images ``calib`` ``(N, C, H, W)``."""
+                 bias_correction: bool = True, gptq: bool = True,
+                 progress: Callable[[int, int, str], None] | None = None) -> Lowered:
+    """Quantize a :class:`FloatNet` on float calibration images ``calib`` ``(N, C, H, W)``;
+    ``progress(done, total, layer)`` after each layer (e.g. a progress bar)."""
     q = _Quantizer(net, calib, config, weights, rounding, percentile, bias_correction, gptq)
-    graph = q.run()
+    graph = q.run(progress)
     return Lowered(graph, net, config, q.formats, q.report, q.notes)

@@ -1,0 +1,102 @@
+"""Compile time and peak memory of `shiftbook compile` (issue 20), measured side by side.
+
+Each case runs the real command line (``python -m shiftbook compile MODEL --config CFG``, the
+default calibration) in a child process and reads the child's wall time, CPU time
+(user + sys, less affected by other load on a shared machine than wall time) and peak
+resident memory (``ru_maxrss`` of the child: torch allocates outside ``tracemalloc``'s view).
+A last case compiles ResNet-50 for a config whose memory it does not fit, and records how
+long the one-line refusal takes.
+
+    .venv/bin/python bench/bench_compile.py [--cases resnet18:base resnet50:base-xl] [--calib N]
+
+Writes ``bench/out/compile.json``. Targets (issue 20): ResNet-18 <= 20 s, ResNet-50 <= 60 s
+and <= 3 GB, a model too large for the config refused in < 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CASES = ("resnet18:base", "resnet50:base-xl")
+TOO_LARGE = "resnet50:base"     # 38+ MB of program and data, base addresses 32 MiB
+
+
+def run_child(argv: list[str]) -> dict[str, Any]:
+    """Run ``argv`` to completion; its exit status, wall and CPU seconds, peak RSS (bytes) and
+    the last line of its stderr."""
+    with tempfile.TemporaryFile("w+") as errf:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errf)
+        _, rc, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(rc)
+        errf.seek(0)
+        err = errf.read()
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    return {"rc": proc.returncode, "wall_s": round(wall, 2),
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+            "peak_rss_bytes": ru.ru_maxrss * 1024,      # Linux reports KiB
+            "last_stderr": lines[-1] if lines else ""}
+
+
+def compile_case(model: str, config: str, calib: int | None, out: Path) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "shiftbook", "compile", model, "--config", config,
+            "-o", str(out), "--force"]
+    if calib is not None:
+        argv += ["--calib", str(calib)]
+    rec = run_child(argv)
+    man = out / "manifest.json"
+    if rec["rc"] == 0 and man.is_file():
+        m = json.loads(man.read_text())
+        rec["memory_bytes"] = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+        rec["layers"] = len(m.get("layers", []))
+    return {"model": model, "config": config, "calib": calib, **rec}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES), metavar="MODEL:CONFIG")
+    ap.add_argument("--calib", type=int, default=None,
+                    help="calibration images (default: the compile command's default)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "compile.json"))
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-compile-") as tmp:
+        for i, case in enumerate(args.cases):
+            model, config = case.split(":")
+            rec = compile_case(model, config, args.calib, Path(tmp) / f"b{i}")
+            rows.append(rec)
+            print(f"{model:10s} {config:8s} rc={rec['rc']} wall {rec['wall_s']:7.1f} s  "
+                  f"cpu {rec['cpu_s']:7.1f} s  peak {rec['peak_rss_bytes'] / 2**30:5.2f} GiB",
+                  flush=True)
+        model, config = TOO_LARGE.split(":")
+        refuse = compile_case(model, config, args.calib, Path(tmp) / "too-large")
+    print(f"{model} on {config} (too large): rc={refuse['rc']} in {refuse['wall_s']:.1f} s "
+          f"wall, {refuse['cpu_s']:.1f} s cpu: {refuse['last_stderr']}")
+    if len(rows) >= 2:
+        a, b = rows[0], rows[1]
+        print(f"side by side: {b['model']}/{a['model']} wall {b['wall_s'] / a['wall_s']:.2f}x, "
+              f"cpu {b['cpu_s'] / max(a['cpu_s'], 1e-9):.2f}x, peak "
+              f"{b['peak_rss_bytes'] / max(a['peak_rss_bytes'], 1):.2f}x")
+    rec = {"bench": "compile", "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+           "cases": rows, "too_large": refuse,
+           "targets": {"resnet18_s": 20, "resnet50_s": 60, "resnet50_bytes": 3 * 10**9,
+                       "refusal_s": 5}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rec, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
