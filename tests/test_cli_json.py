@@ -95,3 +95,26 @@ def test_stage_lines_only_for_stages_that_take_a_while(capsys):
     with Stage("verilog", "off", enabled=False, delay_s=0.0):
         time.sleep(0.05)
     assert capsys.readouterr().err == ""
+
+
+def test_waves_on_fail_traces_the_first_failing_layer(monkeypatch, capsys, tmp_path):
+    from shiftbook import flow
+    from shiftbook.commands import simulate as sim_cmd
+
+    bundle = tmp_path / "b"
+    assert main(["layer", "--config", "tiny", "--cin", "3", "--cout", "4", "--size", "5",
+                 "-o", str(bundle), "--json"]) == 0
+    capsys.readouterr()
+    rec = {"bit_exact": False, "layers": [{"index": 0, "bit_exact": False, "cycles": 9}]}
+    monkeypatch.setattr(flow, "run", lambda *a, **k: SimpleNamespace(record=dict(rec)))
+    seen = []
+
+    def fake_waves(b, x, layer, out, record, timeout):
+        seen.append((layer.name, out))
+        return {"layer": layer.name}
+
+    monkeypatch.setattr(sim_cmd, "_write_waves", fake_waves)
+    rc = main(["simulate", str(bundle), "--level", "rtl", "--waves-on-fail",
+               str(tmp_path / "w"), "--json"])
+    assert rc == 1 and seen == [("layer0", str(tmp_path / "w"))]
+    assert json.loads(capsys.readouterr().out)["waves"] == {"layer": "layer0"}
