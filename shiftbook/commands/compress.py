@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "compress"
 # ``--json`` given without a file: print the summary on stdout.
@@ -63,7 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "instead of text, progress off; `--json FILE` is the older spelling "
                         "of --summary FILE")
     p.add_argument("--export", help="also write a torch.export program (.pt2) here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (by default: stage k/n lines, and epoch bars "
+                        "when stderr is a terminal)")
     p.add_argument("--force", action="store_true",
                    help="overwrite output files even if shiftbook did not write them (by "
                         "default an existing -o/--summary/--save-float/--export file is replaced "
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         target_bytes=args.target_bytes, lam=args.lam, then=args.then,
         prune_epochs=args.prune_epochs,
         config=args.config, data=args.data, seed=args.seed,
-        progress=not (args.quiet or printing))
+        progress=not (args.quiet or printing) and sys.stderr.isatty(),
+        stage_lines=not (args.quiet or printing))
     if printing:
         files = {"output": args.output, "summary": summary_file, "export": args.export,
                  "save_float": args.save_float}

@@ -51,6 +51,8 @@ class CompressRequest:
     data: str = "digits"
     seed: int = 0
     progress: bool = True
+    # stage k/n lines on stderr even without bars (bars garble a log that is not a TTY)
+    stage_lines: bool = False
 
     def check(self, error: type[ValueError] = CompressError) -> None:
         """Refuse a bad method, data set or numeric option (one line naming the option); the
@@ -177,7 +179,7 @@ def run_compress(req: CompressRequest) -> CompressResult:
               f"--weights given)"] if not trained else [])
     names += [f"compressing with {req.method} (fine-tuning {epochs} epoch(s) per step)",
               "measuring sizes"]
-    stages = _Stages(names, req.progress)
+    stages = _Stages(names, req.progress or req.stage_lines)
     if not trained:
         stages.next()
         t_train = time.monotonic()
