@@ -121,7 +121,12 @@ class Board:
     # ---- commands
     def info(self) -> dict[str, Any]:
         if self._info is None:
-            self._info = proto.parse_info(self.request(Cmd.INFO, reply_bytes=proto.INFO_BYTES))
+            info = proto.parse_info(self.request(Cmd.INFO, reply_bytes=proto.INFO_BYTES))
+            # (a zero here would divide the writes into empty frames, or by zero)
+            bad = [k for k in ("bus_bytes", "mem_words", "stage_words") if info[k] < 1]
+            if bad:
+                raise ProtocolError(f"INFO reply gives {bad[0]} = 0: not a working board")
+            self._info = info
         return self._info
 
     def status(self) -> dict[str, Any]:
