@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from .sby import prove, tools_missing
+from .wrappers_cbfetch import FetchSpec
 from .wrappers_controller import ControllerSpec
 from .wrappers_decoder import DecoderSpec
 from .wrappers_pe import PESpec
@@ -39,6 +40,7 @@ PROOFS = {
                                  "prove", 2),
     "decoder_in_order": Proof(lambda broken: DecoderSpec(max_k=4, max_d=3, blocks=4,
                                                          broken=broken), "bmc", 10),
+    "cbfetch_exact_blocks": Proof(lambda broken: FetchSpec(broken=broken), "bmc", 16),
     "uart_no_write_for_bad_frame": Proof(lambda broken: LinkSpec(broken=broken), "bmc", 16),
     "controller_sync_hazard": Proof(lambda broken: ControllerSpec(program_len=4,
                                                                   broken=broken), "bmc", 12),
