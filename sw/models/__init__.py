@@ -59,7 +59,7 @@ def build_model(name: str, *, num_classes: int | None = None, in_channels: int =
     else:
         try:
             model = spec.factory(num_classes=num_classes or spec.default_classes,
-                                 in_channels=in_channels, inner_widths=list(inner_widths))
+                                 in_channels=in_channels, inner_widths=inner_widths)
         except ValueError as e:
             raise ModelError(f"{name}: {e}") from None
     if weights is not None:

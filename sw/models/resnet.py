@@ -141,7 +141,11 @@ def _check_inner(block: type, blocks: Sequence[int], inner_widths: Sequence[int]
         return None
     if block is not BasicBlock:
         raise ValueError("inner_widths applies to basic-block ResNets only (not bottlenecks)")
-    widths = [int(w) for w in inner_widths]
+    try:
+        widths = [int(w) for w in inner_widths]
+    except (TypeError, ValueError):
+        raise ValueError(f"inner_widths must be a list of integers, not {inner_widths!r:.60}"
+                         ) from None
     if len(widths) != sum(blocks):
         raise ValueError(f"inner_widths has {len(widths)} entries; the network has "
                          f"{sum(blocks)} blocks")
