@@ -53,32 +53,51 @@ class CompressRequest:
     progress: bool = True
     # stage k/n lines on stderr even without bars (bars garble a log that is not a TTY)
     stage_lines: bool = False
+    # --method oicsr (structured pruning, sw/compress/oicsr.py), then the --then weight format
+    target_cycles: float | None = None
+    target_macs: float | None = None
+    target_bytes: float | None = None
+    lam: float | None = None
+    then: str | None = None
+    prune_epochs: int | None = None
 
     def check(self, error: type[ValueError] = CompressError) -> None:
         """Refuse a bad method, data set or numeric option (one line naming the option); the
         model-dependent checks follow in ``check_options``."""
         from shiftbook.sw.compress import METHODS
+        from shiftbook.sw.compress.oicsr import check_prune_request
         from shiftbook.sw.data import DATASETS
         from shiftbook.sw.models import MODELS
 
-        if self.method not in METHODS:
-            raise error(f"unknown method {self.method!r} ({', '.join(METHODS)})")
+        if self.method not in METHODS and self.method != "oicsr":
+            raise error(f"unknown method {self.method!r} ({', '.join(METHODS)}, oicsr)")
+        check_prune_request(self.method, {"--target-cycles": self.target_cycles,
+                                          "--target-macs": self.target_macs,
+                                          "--target-bytes": self.target_bytes},
+                            self.lam, self.then, error)
         if self.data not in DATASETS:
             raise error(f"unknown data set {self.data!r} ({', '.join(DATASETS)})")
         ints = (("--epochs", self.epochs, 0), ("--baseline-epochs", self.baseline_epochs, 0),
-                ("--k", self.k, 2), ("--d", self.d, 1), ("--seed", self.seed, 0))
+                ("--k", self.k, 2), ("--d", self.d, 1), ("--seed", self.seed, 0),
+                ("--prune-epochs", self.prune_epochs, 0))
         for flag, value, lo in ints:
             if value is not None and value < lo:
                 raise error(f"{flag} {value} must be >= {lo}")
-        if self.method not in ("kmeans", "pq"):
+        if self.weight_method not in ("kmeans", "pq"):
             for flag, value in (("--k", self.k), ("--d", self.d)):
                 if value is not None:
-                    raise error(f"{flag} applies to kmeans and pq only, not {self.method}")
+                    raise error(f"{flag} applies to kmeans and pq only, not "
+                                f"{self.weight_method}")
         if self.ratio is not None and not (math.isfinite(self.ratio) and self.ratio > 0):
             raise error(f"--ratio {self.ratio:g} must be a finite number > 0")
         if self.save_float and (self.weights or self.model not in MODELS):
             raise error("--save-float applies only when the float baseline is trained here "
                         "(a built-in model without --weights)")
+
+    @property
+    def weight_method(self) -> str:
+        """The method giving the weight formats (oicsr: ``--then``, default deepshift-q)."""
+        return (self.then or "deepshift-q") if self.method == "oicsr" else self.method
 
 
 @dataclass
@@ -157,27 +176,33 @@ def run_compress(req: CompressRequest) -> CompressResult:
 
     req.check()
     cfg = load_config(req.config)
-    epochs = req.epochs if req.epochs is not None else DEFAULT_EPOCHS[req.method]
+    method = req.weight_method
+    epochs = req.epochs if req.epochs is not None else DEFAULT_EPOCHS[method]
     opts = CompressOptions(
         exp_bits=req.exp_bits if req.exp_bits is not None else cfg.exp_bits,
         rounding=req.rounding, per_channel=not req.per_layer, epochs=epochs, seed=req.seed,
         progress=req.progress, k=req.k, d=req.d, preset=req.preset, clamp=req.clamp,
         max_k=cfg.max_k, max_d=cfg.max_d, fold_bn=req.fold_bn, target_ratio=req.ratio)
-    if req.method == "pq" and req.epochs is not None:
+    if method == "pq" and req.epochs is not None:
         opts.global_ft_epochs = opts.shift_ft_epochs = req.epochs
     name, model_args, model, trained = _float_model(req)
     if MODELS[name].input_size != 32:
         raise CompressError(f"{name} takes {MODELS[name].input_size}x"
                             f"{MODELS[name].input_size} inputs; digits training is for the "
                             f"32x32 models (resnet8/20/56); pass a CIFAR-style model")
-    check_options(model, req.method, opts)
+    check_options(model, method, opts)
+    if req.method == "oicsr":
+        from shiftbook.sw.compress.oicsr import check_prune_target
+
+        check_prune_target(req, model, cfg, (model_args["in_channels"], 32, 32))
     torch.manual_seed(req.seed)
     train_loader, test_loader = digits_loaders(batch_size=64, size=32,
                                                channels=model_args["in_channels"],
                                                seed=req.seed)
     names = ([f"training the float baseline first ({req.baseline_epochs} epochs; no "
               f"--weights given)"] if not trained else [])
-    names += [f"compressing with {req.method} (fine-tuning {epochs} epoch(s) per step)",
+    names += ["pruning (oicsr)"] * (req.method == "oicsr")
+    names += [f"compressing with {method} (fine-tuning {epochs} epoch(s) per step)",
               "measuring sizes"]
     stages = _Stages(names, req.progress or req.stage_lines)
     if not trained:
@@ -191,9 +216,19 @@ def run_compress(req: CompressRequest) -> CompressResult:
             save_checkpoint(req.save_float, model, name=name, model_args=model_args,
                             test_acc=evaluate(model, test_loader))
     model.eval()
+    pruned = None
+    if req.method == "oicsr":
+        from shiftbook.sw.compress.oicsr import attach_pruning, prune_for_request
+
+        stages.next()
+        fp32_bytes = 4.0 * sum(p.numel() for p in model.parameters())
+        pruned, prune_steps = prune_for_request(req, model, cfg, train_loader, test_loader)
+        model, model_args = pruned.model, {**model_args, "inner_widths": pruned.widths}
     stages.next(remaining_epochs=epochs)
-    cm = compress(model, req.method, train_loader, test_loader, opts, model_name=name,
+    cm = compress(model, method, train_loader, test_loader, opts, model_name=name,
                   model_args=model_args)
+    if pruned is not None:
+        attach_pruning(cm, pruned, prune_steps, fp32_bytes)
     stages.next()
     summary = summary_dict(cm, model_size(cm))
     stages.done()
@@ -219,19 +254,27 @@ def summary_dict(cm: CompressedModel, size: Any) -> dict[str, Any]:
                      "bits_per_weight": round(ls.bits_per_weight, 3),
                      "paper_bytes": round(ls.paper_bytes, 1), "hw_bytes": ls.hw_bytes})
     folded = cm.meta.get("bn_folded") or {}
-    return {"model": cm.meta.get("model"), "method": cm.meta.get("method"), "layers": rows,
-            "bn_folded": len(folded.get("bn", [])),
-            "target_ratio": (cm.meta.get("options") or {}).get("target_ratio"),
-            "other_fp32_params": size.other_params, "fp32_bytes": size.fp32_bytes,
-            "paper_bytes": size.paper_bytes, "ratio": size.ratio, "hw_bytes": size.hw_bytes,
-            "hw_ratio": size.hw_ratio, "float_acc": cm.meta.get("float_acc"),
-            "acc": cm.meta.get("acc"), "steps": cm.meta.get("steps", [])}
+    out = {"model": cm.meta.get("model"), "method": cm.meta.get("method"), "layers": rows,
+           "bn_folded": len(folded.get("bn", [])),
+           "target_ratio": (cm.meta.get("options") or {}).get("target_ratio"),
+           "other_fp32_params": size.other_params, "fp32_bytes": size.fp32_bytes,
+           "paper_bytes": size.paper_bytes, "ratio": size.ratio, "hw_bytes": size.hw_bytes,
+           "hw_ratio": size.hw_ratio, "float_acc": cm.meta.get("float_acc"),
+           "acc": cm.meta.get("acc"), "steps": cm.meta.get("steps", [])}
+    if cm.meta.get("pruning"):
+        out["pruning"] = cm.meta["pruning"]
+    return out
 
 
 def format_summary(s: dict[str, Any]) -> str:
     """The summary as the table `shiftbook compress` prints."""
-    lines = [f"{'layer':<24} {'format':<32} {'weights':>8} {'bits/w':>7} {'paper B':>10} "
-             f"{'hw B':>8}"]
+    lines = []
+    if s.get("pruning"):
+        from shiftbook.sw.compress.oicsr import format_pruning
+
+        lines += [format_pruning(s["pruning"]), ""]
+    lines += [f"{'layer':<24} {'format':<32} {'weights':>8} {'bits/w':>7} {'paper B':>10} "
+              f"{'hw B':>8}"]
     for r in s["layers"]:
         lines.append(f"{r['layer']:<24} {r['format']:<32} {r['weights']:>8} "
                      f"{r['bits_per_weight']:>7.3f} {r['paper_bytes']:>10.1f} "
