@@ -28,7 +28,8 @@ def chromium() -> str:
     exe = shutil.which("chromium")
     if exe is None:
         pytest.fail("chromium is not installed: run `apt-get install -y chromium` (Debian's "
-                    "package; .ci/run installs it before `make test`)", pytrace=False)
+                    "package; `make test` installs it when run as root with apt-get)",
+                    pytrace=False)
     return exe
 
 

@@ -14,6 +14,8 @@ import torch
 
 from shiftbook import numerics as nx
 
+from .errors import FrontendError
+
 __all__ = ["GptqFactor", "gptq_factor", "gptq_round"]
 
 _GPTQ_ROWS = 32768     # calibration rows (im2col) used for a layer's input second moment
@@ -68,9 +70,23 @@ def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     perm = np.argsort(-np.diag(h), kind="stable") if _GPTQ_ACT_ORDER else np.arange(k)
     h = h[np.ix_(perm, perm)]
     flip = torch.from_numpy(np.ascontiguousarray(h[::-1, ::-1]))
-    rr = torch.linalg.cholesky(flip).flip(0, 1)               # upper, H = R R^T
-    u = torch.linalg.solve_triangular(rr, torch.eye(k, dtype=rr.dtype), upper=True)
-    return u.numpy(), perm, dead
+    rr = np.ascontiguousarray(torch.linalg.cholesky(flip).flip(0, 1).numpy())  # H = R R^T
+    return _upper_inverse(rr), perm, dead
+
+
+def _upper_inverse(r: np.ndarray) -> np.ndarray:
+    """The inverse of an upper triangular matrix: LAPACK ``dtrtri`` (scipy, installed with
+    scikit-learn; a third of a triangular solve against the identity), else torch's solve."""
+    try:
+        from scipy.linalg import lapack
+    except ImportError:     # pragma: no cover - scipy comes with scikit-learn
+        t = torch.from_numpy(r)
+        return torch.linalg.solve_triangular(t, torch.eye(len(r), dtype=t.dtype),
+                                             upper=True).numpy()
+    inv, info = lapack.dtrtri(r, lower=0)
+    if info != 0:
+        raise FrontendError(f"GPTQ: the input second moment is singular (dtrtri info {info})")
+    return np.triu(inv)
 
 
 def _rounded(v: np.ndarray, up: np.ndarray, scale: np.ndarray, emax: int,

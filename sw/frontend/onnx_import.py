@@ -16,6 +16,7 @@ Anything else is refused before any quantization, naming the node, its op type a
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,8 @@ class _Walker:
     # ---- helpers
     def where(self) -> str:
         n = self.node
-        return f"node '{n.name or n.output[0]}' (op {n.op_type}, {self.pos})"
+        label = n.name or (n.output[0] if n.output else "")
+        return f"node '{label}' (op {n.op_type}, {self.pos})"
 
     def fail(self, why: str) -> FrontendError:
         return FrontendError(f"unsupported ONNX {self.where()}: {why}")
@@ -238,6 +240,24 @@ class _Walker:
 
     def visit(self, node: Any) -> None:
         op = node.op_type
+        need = _MIN_INPUTS.get(op, 1)
+        if len(node.output) < 1 or sum(1 for i in node.input if i) < need:
+            raise FrontendError(f"malformed ONNX {self.where()}: {len(node.input)} inputs and "
+                                f"{len(node.output)} outputs; {op} takes at least {need} "
+                                f"input(s) and one output")
+        try:
+            self._visit(node, op)
+        except FrontendError:
+            raise
+        except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError,
+                AttributeError, OverflowError) as e:
+            # a graph that passed shape inference but is inconsistent in a way the handlers
+            # do not name (a wrong attribute or initializer shape): one line naming the node
+            first = (str(e).strip().splitlines() or [""])[0][:120]
+            raise FrontendError(f"malformed ONNX {self.where()}: {type(e).__name__} "
+                                f"{first}".rstrip()) from None
+
+    def _visit(self, node: Any, op: str) -> None:
         if op in QUANT_OPS and all(i in self.consts for i in node.input if i):
             self.consts[node.output[0]], self.wq[node.output[0]] = weight_quant(
                 node, self.consts, self.where())
@@ -275,6 +295,11 @@ class _Walker:
     op_BipolarQuant = op_Quant
 
 
+#: inputs an op needs (non-empty names); others take at least one
+_MIN_INPUTS = {"Conv": 2, "Gemm": 2, "MatMul": 2, "BatchNormalization": 5, "Add": 2, "Mul": 2,
+               "Quant": 4, "BipolarQuant": 2, "Trunc": 6, "Reshape": 2, "Constant": 0}
+
+
 def _constant_value(node: Any) -> np.ndarray:
     import onnx.numpy_helper as nh
 
@@ -285,14 +310,25 @@ def _constant_value(node: Any) -> np.ndarray:
 
 
 def load_onnx(path: str | Path, exp_bits: int = 4) -> OnnxSource:
-    """Read ``path`` (plain ONNX or QONNX) into an :class:`OnnxSource`."""
-    model = read_model(path)
-    w = _Walker(model, exp_bits)
-    try:
-        net = w.run()
-    except FrontendError as e:
-        raise FrontendError(f"{path}: {e}") from None
+    """Read ``path`` (plain ONNX or QONNX) into an :class:`OnnxSource`.
+
+    The ONNX tools' own messages are captured: Python warnings (qonnx's shape checks) become
+    notes of a model that loads and are dropped for one that is refused (the refusal is one
+    line); onnxruntime (constant folding, qonnx's executor) logs only fatal messages."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)      # its warnings/errors go to fd 2 otherwise
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = read_model(path)
+        w = _Walker(model, exp_bits)
+        try:
+            net = w.run()
+        except FrontendError as e:
+            raise FrontendError(f"{path}: {e}") from None
+    told = list(dict.fromkeys(f"ONNX tools warned: {str(c.message).strip()[:200]}"
+                              for c in caught))
     qonnx = any(n.op_type in QUANT_OPS for n in model.graph.node)
-    return OnnxSource(net, dict(w.fracs), list(w.notes), model, Path(path), qonnx,
+    return OnnxSource(net, dict(w.fracs), list(w.notes) + told, model, Path(path), qonnx,
                       list(w.converted), exp_bits=exp_bits)
 

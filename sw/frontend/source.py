@@ -152,6 +152,10 @@ def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
                             f"checkpoint, a built-in model name or an nn.Module")
     text = str(model)
     path = Path(text)
+    if path.suffix == ".onnx":      # plain ONNX or QONNX (sw/frontend/onnx_import.py)
+        from .onnx_import import load_onnx
+
+        return load_onnx(path)  # type: ignore[return-value]
     if path.suffix == ".pt2":
         return _load_pt2(path)
     from shiftbook.sw.models import MODELS, build_model

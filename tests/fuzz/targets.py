@@ -9,8 +9,10 @@ else (another exception, an empty message, output or a warning) is a :class:`Cra
 
 Readers: the bundle loader (``sw.bundle.load_bundle`` over ``shiftbook.manifest``), the
 CoreConfig loader (``shiftbook.config.load_config``), the UART host link's reply parsing
-(``sw.host.Board`` over a fake transport) and the ``.pt2`` model reader
-(``sw.frontend.source.load_source``).
+(``sw.host.Board`` over a fake transport), the ``.pt2`` model reader and the ONNX / QONNX
+reader (both ``sw.frontend.source.load_source``; ONNX inputs are byte mutations of a small
+valid model and structural edits of it: attributes, initializer shapes and values, node
+inputs, dropped nodes, op types).
 """
 
 from __future__ import annotations
@@ -64,13 +66,15 @@ def outcome(fn: Callable[[], Any]) -> str:
 
 @dataclass
 class Fixture:
-    """Valid inputs every target mutates: a bundle, its manifest, a config, a ``.pt2``."""
+    """Valid inputs every target mutates: a bundle, its manifest, a config, a ``.pt2``, an
+    ``.onnx`` (serialized)."""
 
     root: Path
     bundle: Path
     manifest: dict
     pt2: bytes
     config: dict
+    onnx: bytes
 
 
 def make_fixture(root: Path) -> Fixture:
@@ -81,7 +85,46 @@ def make_fixture(root: Path) -> Fixture:
     from shiftbook.config import PRESETS
 
     return Fixture(root, fx.bundle, json.loads((fx.bundle / "manifest.json").read_text()),
-                   fx.model.read_bytes(), PRESETS["tiny"].to_dict())
+                   fx.model.read_bytes(), PRESETS["tiny"].to_dict(),
+                   small_onnx().SerializeToString())
+
+
+def small_onnx() -> Any:
+    """A valid float ONNX CNN the frontend imports: Conv, BatchNormalization, Relu, MaxPool,
+    a residual Add, GlobalAveragePool, Flatten, Gemm (1x1x8x8 input, 10 classes)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> Any:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+    inits = [init("w1", 4, 1, 3, 3), init("b1", 4), init("w2", 4, 4, 3, 3),
+             numpy_helper.from_array(np.ones(4, np.float32), "g"), init("be", 4),
+             init("mu", 4), numpy_helper.from_array(np.ones(4, np.float32), "var"),
+             init("wf", 10, 4), init("bf", 10)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "g", "be", "mu", "var"], ["n2"],
+                         name="bn2"),
+        helper.make_node("Add", ["n2", "r1"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p"], name="pool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["p"], ["g1"], name="gap"),
+        helper.make_node("Flatten", ["g1"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model
 
 
 # ------------------------------------------------------------------ JSON mutation
@@ -245,10 +288,72 @@ def _run_pt2(fx: Fixture, inp: bytes, work: Path) -> Callable[[], Any]:
     return lambda: load_source(p)
 
 
+@st.composite
+def _onnx_edit(draw, data: bytes) -> bytes:
+    """One to three structural edits of the valid model: an attribute's integers changed, an
+    initializer reshaped or filled with extreme values, a node input renamed, a node dropped,
+    an op type replaced, the input shape changed."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(data)
+    g = m.graph
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["attr", "init_shape", "init_value", "input", "drop",
+                                     "op", "shape"]))
+        if kind in ("attr", "input", "drop", "op") and not g.node:
+            continue
+        node = g.node[draw(st.integers(0, len(g.node) - 1))] if g.node else None
+        if kind == "attr" and node.attribute:
+            a = node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
+            vals = draw(st.lists(st.integers(-3, 2**31), min_size=0, max_size=5))
+            del a.ints[:]
+            a.ints.extend(vals)
+            a.i = draw(st.integers(-2, 2**31))
+        elif kind in ("init_shape", "init_value") and g.initializer:
+            t = g.initializer[draw(st.integers(0, len(g.initializer) - 1))]
+            arr = numpy_helper.to_array(t).reshape(-1)
+            if kind == "init_shape":
+                n = draw(st.integers(0, 2 * arr.size))
+                arr = np.resize(arr, n).reshape(draw(st.sampled_from(
+                    [(n,), (1, n), (n, 1, 1, 1)])))
+            else:
+                arr = arr.copy()
+                arr[draw(st.integers(0, max(arr.size - 1, 0))) if arr.size else slice(0)] = \
+                    draw(st.sampled_from([np.inf, -np.inf, np.nan, 1e38, 0.0, -1e-45]))
+            t.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), t.name))
+        elif kind == "input" and node.input:
+            node.input[draw(st.integers(0, len(node.input) - 1))] = draw(
+                st.sampled_from(["x", "y", "missing", "w1", "", "f"]))
+        elif kind == "drop":
+            del g.node[draw(st.integers(0, len(g.node) - 1))]
+        elif kind == "op":
+            node.op_type = draw(st.sampled_from(
+                ["Sigmoid", "ConvTranspose", "Gemm", "Conv", "Add", "Quant", "Nope", ""]))
+        elif kind == "shape":
+            dims = g.input[0].type.tensor_type.shape.dim
+            dims[draw(st.integers(0, len(dims) - 1))].dim_value = draw(st.integers(0, 4096))
+    return m.SerializeToString()
+
+
+def _onnx_input(fx: Fixture) -> st.SearchStrategy:
+    return st.one_of(_byte_mutations(fx.onnx), _onnx_edit(fx.onnx))
+
+
+def _run_onnx(fx: Fixture, inp: bytes, work: Path) -> Callable[[], Any]:
+    from shiftbook.sw.frontend.source import load_source
+
+    p = work / "model.onnx"
+    p.write_bytes(inp)
+    return lambda: load_source(p)
+
+
 #: name -> (strategy factory, runner factory: (fixture, input, workdir) -> thunk)
 TARGETS: dict[str, tuple[Callable, Callable]] = {
     "bundle": (_bundle_input, _run_bundle),
     "config": (_config_input, _run_config),
     "host": (_host_input, _run_host),
     "pt2": (_pt2_input, _run_pt2),
+    "onnx": (_onnx_input, _run_onnx),
 }

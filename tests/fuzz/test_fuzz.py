@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from .targets import TARGETS, outcome
 
-EXAMPLES = {"bundle": 60, "config": 150, "host": 300, "pt2": 60}
+EXAMPLES = {"bundle": 60, "config": 150, "host": 300, "pt2": 60, "onnx": 120}
 _SETTINGS = dict(deadline=None, derandomize=True, database=None,
                  suppress_health_check=list(HealthCheck))
 
@@ -46,6 +46,7 @@ def _cli(argv: list[str]) -> tuple[int, str]:
     ("bundle", ["estimate", "{w}/bundle"]),
     ("config", ["verilog", "--config", "{w}/config.json", "-o", "{w}/out.v"]),
     ("pt2", ["compile", "{w}/model.pt2", "--calib", "1", "-o", "{w}/out"]),
+    ("onnx", ["compile", "{w}/model.onnx", "--calib", "1", "-o", "{w}/out"]),
 ])
 def test_cli_one_line(name, argv, fuzz_fixture, tmp_path):
     strategy, runner = TARGETS[name]
