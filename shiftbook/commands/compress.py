@@ -8,20 +8,21 @@ import sys
 NAME = "compress"
 # ``--json`` given without a file: print the summary on stdout.
 _PRINT = "\0print"
-HELP = ("compress a model (shift weights, INQ, k-means, product quantization, OICSR channel "
-        "pruning) on digits data")
+HELP = ("compress a model (shift weights, INQ, k-means SLQ/MLQ, product quantization, OICSR "
+        "channel pruning) on digits data")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="built-in model name (resnet8, resnet20, ...) or a float checkpoint")
     p.add_argument("--method", required=True,
-                   help="deepshift-q, deepshift-ps, inq, kmeans, pq, or oicsr (structured "
+                   help="deepshift-q, deepshift-ps, inq, kmeans (SLQ), mlq (MLQ: layer groups "
+                        "bottom-up while the later layers retrain), pq, or oicsr (structured "
                         "channel pruning, then the --then weight format)")
     p.add_argument("-o", "--output", required=True, help="compressed model file to write")
     p.add_argument("--weights", help="float checkpoint for a built-in model (else: train one)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="fine-tuning epochs (per step for inq/kmeans; default per method)")
+                   help="fine-tuning epochs (per step for inq/kmeans/mlq; default per method)")
     p.add_argument("--baseline-epochs", type=int, default=12,
                    help="epochs of float training when no weights are given (default 12)")
     p.add_argument("--save-float", help="also save the trained float baseline here")

@@ -27,6 +27,7 @@ from .core import (
     load_compressed,
     save_compressed,
 )
+from .mlq import mlq
 from .pq import fit_ratio, pq, pq_plan
 from .shift import deepshift_ps, deepshift_q, inq
 from .size import LayerPlan, SizeReport, plan_of, size_report
@@ -42,6 +43,7 @@ METHODS = {
     "deepshift-ps": deepshift_ps,
     "inq": inq,
     "kmeans": slq,
+    "mlq": mlq,
     "pq": pq,
 }
 
@@ -100,9 +102,11 @@ def check_options(model: nn.Module, method: str, opts: CompressOptions) -> None:
         raise CompressError(f"a target ratio (--ratio) applies to pq only, not {method}")
     if method == "pq":
         pq_plan(model, opts)
-    elif opts.d not in (None, 1) and method == "kmeans":
-        raise CompressError(f"kmeans is scalar weight sharing (d=1), not d={opts.d}")
-    if method == "kmeans":
+    elif opts.d not in (None, 1) and method in ("kmeans", "mlq"):
+        raise CompressError(f"{method} is scalar weight sharing (d=1), not d={opts.d}")
+    if method in ("kmeans", "mlq"):
+        if method == "mlq" and opts.mlq_group < 1:
+            raise CompressError(f"mlq_group={opts.mlq_group} must be >= 1 (layers per step)")
         k = opts.k or 16
         if k < 2 or k > opts.max_k:
             raise CompressError(f"k={k} must be in [2, max_k={opts.max_k}]")
