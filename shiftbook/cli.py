@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compressed CNNs to multiplier-free shift-accumulate hardware, "
                     "checked bit-exactly from PyTorch to RTL.",
     )
-    p.add_argument("--version", action="version", version=f"shiftbook {__version__}")
+    p.add_argument("--version", action="version", version=f"shiftbook {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _load_commands():
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
@@ -63,7 +64,12 @@ def reference_markdown() -> str:
     --markdown`` prints it; tests/test_cli_docs.py fails when the two differ)."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    out = []
+    out = ["### `shiftbook`\n\nOptions before the command.\n\n",
+           "| option | default | help |\n|---|---|---|\n"]
+    for a in parser._actions:
+        if a.option_strings and not isinstance(a, argparse._HelpAction):
+            out.append(f"| `{', '.join(a.option_strings)}` | | {a.help or ''} |\n")
+    out.append("\n")
     for name, sp in sub.choices.items():
         out.append(f"### `shiftbook {name}`\n\n{sp.description}\n\n")
         out.append("| option | default | help |\n|---|---|---|\n")

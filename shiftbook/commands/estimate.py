@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 # The record and its error live in the library (sw/estimate/record.py); re-exported here.
+from shiftbook.commands.progress import Stage
 from shiftbook.sw.estimate.record import EstimateError
 
 __all__ = ["EstimateError", "estimate_record", "add_arguments", "run"]
@@ -44,8 +45,11 @@ def estimate_record(bundle_path: str | Path, *, validate: bool = False, stall_pc
 
 
 def run(args: argparse.Namespace) -> int:
-    rec = estimate_record(args.bundle, validate=args.validate, stall_pct=args.stall_pct,
-                          stall_seed=args.stall_seed)
+    what = (f"estimating {args.bundle} and running it in RTL (Verilator; the first run builds "
+            f"the core)" if args.validate else f"estimating {args.bundle}")
+    with Stage("estimate", what, enabled=not args.json):
+        rec = estimate_record(args.bundle, validate=args.validate, stall_pct=args.stall_pct,
+                              stall_seed=args.stall_seed)
     if args.json:
         out = {k: v for k, v in rec.items() if k != "model"}
         print(json.dumps(out, indent=2))

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from shiftbook.commands import add_force_argument
+from shiftbook.commands.progress import Stage
 from shiftbook.sim.layer import LEVELS, LayerError, run_layer  # noqa: F401 (re-exported)
 
 NAME = "layer"
@@ -74,7 +75,9 @@ def check_fits(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_fits(args)
-    rec = run_layer(args)
+    with Stage("layer", f"compiling a random {args.op} layer and running it at the "
+               f"{args.level} level", enabled=not args.json):
+        rec = run_layer(args)
     if args.json:
         print(json.dumps(rec, sort_keys=True))
     else:
