@@ -42,7 +42,8 @@ class CompressOptions:
     # k-means (SLQ/MLQ)
     k: int | None = None             # codebook size (kmeans: default 16; pq: per preset)
     slq_steps: tuple[float, ...] = (0.5, 0.75, 1.0)
-    mlq_group: int = 3               # mlq: layers quantized together (depth-level increments)
+    mlq_group: int = 1               # mlq: layers quantized together (depth-level increments;
+    #                                  1 = layer by layer)
     # PQ
     d: int | None = None             # block size for every PQ layer (None: preset)
     preset: str = "small"

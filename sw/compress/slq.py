@@ -11,7 +11,8 @@ accumulated fractions of the k clusters), repeated until every weight is quantiz
    ``"loss-desc"``: the weights that rounding hurts most freeze while the rest can still
    compensate), until the accumulated fraction of the k clusters is reached;
 3. their weights take the shared shift value and freeze;
-4. the rest retrain (``epochs`` per step).
+4. the rest retrain (``epochs`` per step, SGD at lr 5e-3); after the last step the float biases
+   (the only float parameters left) fine-tune for ``epochs`` more.
 
 MLQ (``--method mlq``, :mod:`.mlq`) runs the same machinery over groups of layers bottom-up
 (:func:`share_weights` with ``group`` layers at a time). The criterion of step 2 is the plain
@@ -38,7 +39,7 @@ from shiftbook import numerics as nx
 from shiftbook.sw.models.formats import CodebookFormat
 from shiftbook.sw.train import TrainConfig, evaluate, train
 
-from .common import CompressOptions, Steps, recalibrate
+from .common import CompressOptions, Steps, affine_params, recalibrate
 from .core import CompressError, compressible_layers, shift_codes, shift_decode
 from .kmeans import kmeans
 
@@ -96,14 +97,19 @@ def cluster_step(vals: torch.Tensor, k_left: int, n_q: int, frac: int, opts: Com
 def share_weights(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
                   opts: CompressOptions, steps: Steps, *, group: int | None, label: str,
                   ternary: bool = False, portions: Sequence[float] | None = None,
-                  order: str | None = None) -> tuple[nn.Module, dict[str, CodebookFormat]]:
+                  order: str | None = None, optimizer: str = "sgd", lr: float = 5e-3
+                  ) -> tuple[nn.Module, dict[str, CodebookFormat]]:
     """k-means weight sharing with SLQ's width-level increments (``portions``, default
     ``opts.slq_steps``) over groups of ``group`` layers bottom-up (None: every layer in one
     group, SLQ; MLQ: ``opts.mlq_group``). Between steps every still-float weight of the network
-    retrains (``opts.epochs``, SGD): the quantized weights are restored after every optimizer
+    retrains (``opts.epochs``): the quantized weights are restored after every optimizer
     step, so they stay frozen. ``ternary`` (k = 3): :func:`cluster_step`'s ``zero_nearest``
     while the layer's codebook holds no zero yet. ``order``: the partition order (None:
-    :data:`ORDER`). Step records: ``{label} group G P%``."""
+    :data:`ORDER`). After the last step only the float parameters that stay float in hardware
+    are left (the biases of a BN-folded model, else BN affine: ``common.affine_params``); they
+    fine-tune for ``opts.epochs`` more epochs. Retraining uses ``optimizer`` at ``opts.lr`` or
+    ``lr``, cosine schedule, no weight decay. Step records: ``{label} group G P%``, then
+    ``{label} biases fine-tuned``."""
     order = ORDER if order is None else order
     if order not in SLQ_ORDERS:
         raise CompressError(f"unknown SLQ order {order!r} ({', '.join(SLQ_ORDERS)})")
@@ -166,11 +172,15 @@ def share_weights(model: nn.Module, train_loader: DataLoader, test_loader: DataL
             recalibrate(m, model, train_loader, opts)
             steps.add(f"{label} group {gi + 1} {portion * 100:g}%", evaluate(m, test_loader))
             last = gi == len(groups) - 1 and portion >= 1.0
-            if opts.epochs and not last:
-                cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr or 5e-3, optimizer="sgd",
+            params = affine_params(m) if last else None
+            if opts.epochs and (params is None or params):
+                desc = f"{label} biases" if last else f"{label} g{gi + 1} {portion * 100:g}%"
+                cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr or lr, optimizer=optimizer,
                                   weight_decay=0.0, schedule="cosine", progress=opts.progress,
-                                  desc=f"{label} g{gi + 1} {portion * 100:g}%")
-                train(m, train_loader, cfg, after_step=restore)
+                                  desc=desc)
+                train(m, train_loader, cfg, after_step=restore, params=params)
+                if last:
+                    steps.add(f"{label} biases fine-tuned", evaluate(m, test_loader))
     formats = {}
     for n, mod in layers:
         book = books[n]

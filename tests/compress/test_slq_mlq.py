@@ -115,15 +115,17 @@ def test_mlq_freezes_quantized_layers_while_later_layers_change(tiny_loaders, re
     tr, te = tiny_loaders
     cm = compress(resnet8, "mlq", tr, te,
                   CompressOptions(k=8, epochs=1, progress=False, mlq_group=5))
-    # two groups of five layers x three width steps; no training after the very last step
+    # two groups of five layers x three width steps; after the very last step only the biases
     assert [c[0] for c in calls] == ["mlq g1 50%", "mlq g1 75%", "mlq g1 100%",
-                                     "mlq g2 50%", "mlq g2 75%"]
+                                     "mlq g2 50%", "mlq g2 75%", "mlq biases"]
     names = list(cm.formats)
     g1, g2 = names[:5], names[5:]
     key = {n: f"{n}.weight" for n in names}
     for _, before, after in calls[2:]:                 # group 1 fully quantized
         for n in g1:
             assert torch.equal(before[key[n]], after[key[n]]), n
+    _, before, after = calls[-1]                       # the bias fine-tune: no weight moves
+    assert all(torch.equal(before[key[n]], after[key[n]]) for n in names)
     # while group 1 was frozen, the later (still float) layers retrained
     _, before, after = calls[2]
     assert all(not torch.equal(before[key[n]], after[key[n]]) for n in g2)
