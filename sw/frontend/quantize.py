@@ -88,6 +88,8 @@ class _Quantizer:
         self.bias_correction = bias_correction
         self.gptq = gptq
         self.gptq_cache: dict[str, GptqFactor] = {}
+        # (layer, codes, accumulators of those codes on the layer's calibration input)
+        self.last_acc: tuple[str, np.ndarray, np.ndarray] | None = None
         self.eb = cfg.exp_bits
         self.emax = (1 << cfg.exp_bits) - 1
         self.limit = (1 << (cfg.acc_bits - 1)) - 1
@@ -236,7 +238,9 @@ class _Quantizer:
         o = codes.shape[0]
         probe = Conv2d(lay.name, lay.input, lay.output, weight=codes, exp_bits=self.eb,
                        stride=lay.stride, padding=lay.padding)
-        q = conv_acc(x, probe) * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
+        raw = conv_acc(x, probe)
+        self.last_acc = (lay.name, codes, raw)      # calibrate_output reuses it (same codes)
+        q = raw * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
             1, o, 1, 1)
         t, left, b, r = lay.padding
         xt = F.pad(torch.from_numpy(x * 2.0**-in_frac), (left, r, t, b))
@@ -353,7 +357,13 @@ class _Quantizer:
         bias, res_shift = op.bias.reshape(1, o, 1, 1), op.res_shift.reshape(1, o, 1, 1)
         x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
-        raw = conv_acc(x, op)
+        seen = self.last_acc
+        self.last_acc = None
+        if seen is not None and seen[0] == lay.name and op.weight.shape == seen[1].shape \
+                and np.array_equal(op.weight, seen[1]):
+            raw = seen[2]       # the bias-corrected layer's codes: its accumulators are known
+        else:
+            raw = conv_acc(x, op)
         acc = raw + bias
         if res is not None:
             acc = acc + nx.align_residual(res, res_shift)

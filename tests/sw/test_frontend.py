@@ -229,6 +229,41 @@ def test_gptq_rounding_beats_independent_rounding():
     assert errs[0] < 0.7 * errs[1], errs
 
 
+def test_gptq_long_reductions_round_in_channel_blocks():
+    """A reduction longer than ``_GPTQ_MAX_COLS`` (here 128 channels x 3x3 = 1152) is factored
+    in balanced diagonal blocks of whole input channels; on held-out correlated inputs its
+    output error stays well below independent rounding's."""
+    from shiftbook.sw.frontend import gptq
+
+    rng = np.random.default_rng(0)
+    c, o = 128, 32
+    mix = rng.standard_normal((c, c)) * 0.3 + np.eye(c)
+    gain = rng.random((1, c, 1, 1))
+
+    def draw() -> np.ndarray:
+        z = F.avg_pool2d(torch.from_numpy(rng.standard_normal((8, c, 12, 12))), 3, 1, 1)
+        return np.maximum(np.einsum("dc,nchw->ndhw", mix, z.numpy()), 0) * gain
+
+    x, x_test = draw(), draw()
+    w = rng.standard_normal((o, c, 3, 3)) * 0.05
+    blocks, perm, dead = gptq.gptq_factor(x, (3, 3), (1, 1), (1, 1, 1, 1))
+    assert [(b0, b1) for b0, b1, _ in blocks] == [(0, 576), (576, 1152)]
+    assert sorted(perm[:576] // 9) == sorted(np.repeat(np.arange(64), 9))  # whole channels
+    assert not dead.any()
+    _, wf = nx.float_to_shift(w, 4, rounding="log", axis=0)
+    wf = np.asarray(wf).reshape(-1)
+    plain, _ = nx.float_to_shift(w, 4, rounding="log", w_frac=wf.reshape(-1, 1, 1, 1))
+    codes = gptq.gptq_round(w, wf, (blocks, perm, dead), 4, "log")
+
+    def err(cd: np.ndarray) -> float:
+        q = nx.decode_shift(np.asarray(cd), 4) * np.exp2(-wf).reshape(-1, 1, 1, 1)
+        xt = torch.from_numpy(x_test)
+        return float(((F.conv2d(xt, torch.from_numpy(q), padding=1)
+                       - F.conv2d(xt, torch.from_numpy(w), padding=1)) ** 2).mean())
+
+    assert err(codes) < 0.75 * err(plain), (err(codes), err(plain))     # measured 0.66
+
+
 class Odd(nn.Module):
     """A ReLU on the input and adds that no convolution can absorb."""
 
