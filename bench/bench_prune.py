@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--config", default="small")
     p.add_argument("--baseline-epochs", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=1, help="regularised epochs per round")
+    p.add_argument("--epochs", type=int, default=PruneOptions.epochs,
+                   help="regularised epochs per round (default: the tool's, 2)")
     p.add_argument("--final-epochs", type=int, default=3)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--lam", type=float, default=PruneOptions.lam)
