@@ -20,9 +20,10 @@ centroid-to-target distance, not weighted by cluster size (COMPRESSION.md marks 
 criterion [unverified]).
 
 The reverse order (smaller loss first, ``"loss-asc"``: this module's order before issue 16) is
-not an option: on ResNet-8 / digits it was worse on every one of three seeds
-(docs/compression.md, "SLQ order"). ``bench/bench_compress.py`` still measures it, by setting
-:data:`ORDER` for its "slq (other order)" row.
+not an option: on ResNet-8 / digits it was worse in mean and in worst accuracy over three
+seeds, and on no seed better (docs/compression.md, "SLQ order and MLQ").
+``bench/bench_compress.py`` still measures it, by setting :data:`ORDER` for its
+"slq (other order)" row.
 """
 
 from __future__ import annotations
