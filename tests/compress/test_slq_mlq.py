@@ -176,7 +176,9 @@ def test_cli_accepts_method_mlq(tmp_path, capsys):
     assert all(isinstance(f, CodebookFormat) and f.k == 16 for f in cm.formats.values())
 
 
-def test_mlq_ternary_model_compiles_bit_exact(tmp_path, tiny_loaders, resnet8):
+@pytest.mark.parametrize("level", ["functional", pytest.param("rtl", marks=pytest.mark.slow)])
+def test_mlq_ternary_model_compiles_bit_exact(tmp_path, tiny_loaders, resnet8, level):
+    """Functional always; RTL (Verilator, the ``small`` build other tests cache) as slow."""
     from shiftbook import flow
     from shiftbook.sim.network import simulate_bundle
 
@@ -188,6 +190,6 @@ def test_mlq_ternary_model_compiles_bit_exact(tmp_path, tiny_loaders, resnet8):
     books = [op.weight_format for op in comp.graph.ops
              if getattr(op, "weight_format", None) is not None]
     assert len(books) == 10 and all(b.k == 3 for b in books)
-    rec = simulate_bundle(tmp_path / "b", "functional").record
+    rec = simulate_bundle(tmp_path / "b", level).record
     assert rec["bit_exact"], rec
     assert len(rec["layers"]) >= 10 and all(lay["bit_exact"] for lay in rec["layers"])
