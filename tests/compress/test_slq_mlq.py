@@ -170,7 +170,7 @@ def test_cli_accepts_method_mlq(tmp_path, capsys):
                "--epochs", "0", "-o", str(tmp_path / "m.pt"), "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "codebook k=16 d=1" in out and "mlq group 4 100%" in out
+    assert "codebook k=16 d=1" in out and "mlq group 10 100%" in out   # layer by layer
     cm = load_compressed(tmp_path / "m.pt")
     assert cm.meta["method"] == "mlq"
     assert all(isinstance(f, CodebookFormat) and f.k == 16 for f in cm.formats.values())
