@@ -63,16 +63,18 @@ def partition(loss: torch.Tensor, n: int, order: str = "loss-desc") -> torch.Ten
 
 
 def cluster_step(vals: torch.Tensor, k_left: int, n_q: int, frac: int, opts: CompressOptions,
-                 *, seed: int, zero_nearest: bool = False, order: str = "loss-desc"
+                 *, seed: int, ternary: bool = False, zero_taken: bool = False,
+                 order: str = "loss-desc"
                  ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor, torch.Tensor]:
     """One width-level step on a layer's still-float weights ``vals`` (n, 1): k-means with
     ``k_left`` clusters, each centroid's shift target at scale ``2**-frac``, its loss
     ``|centroid - target|``, and the ``n_q`` clusters quantized now (:func:`partition` in
     ``order``).
 
-    ``zero_nearest`` (MLQ's ternary case): the cluster whose centroid is nearest zero takes the
-    zero code (its loss is ``|centroid|``), and no other cluster may round to zero (it takes the
-    smallest level of its sign instead), so the layer's values stay three distinct ones.
+    ``ternary`` (MLQ's k = 3 case): unless the layer already holds zero (``zero_taken``), the
+    cluster whose centroid is nearest zero takes the zero code (its loss is ``|centroid|``); no
+    other cluster may round to zero (it takes the smallest level of its sign instead), so the
+    layer's values stay three distinct ones.
 
     Returns (chosen cluster indices, assignments (n,), codes (k_left,) int64, targets (k_left,)
     float64, losses (k_left,))."""
@@ -81,9 +83,9 @@ def cluster_step(vals: torch.Tensor, k_left: int, n_q: int, frac: int, opts: Com
     codes, _ = shift_codes(c.reshape(-1, 1), opts.exp_bits, rounding=opts.rounding,
                            w_frac=np.full(k_left, frac))
     codes = codes.reshape(-1)
-    if zero_nearest:
+    if ternary:
         zero = nx.zero_code(opts.exp_bits)
-        mid = int(c.abs().argmin())
+        mid = -1 if zero_taken else int(c.abs().argmin())
         for i in range(k_left):
             if i == mid:
                 codes[i] = zero
@@ -103,14 +105,14 @@ def share_weights(model: nn.Module, train_loader: DataLoader, test_loader: DataL
     """k-means weight sharing with SLQ's width-level increments (``portions``, default
     ``opts.slq_steps``) over groups of ``group`` layers bottom-up (None: every layer in one
     group, SLQ; MLQ: ``opts.mlq_group``). Between steps every still-float weight of the network
-    retrains (``opts.epochs``): the quantized weights are restored after every optimizer
-    step, so they stay frozen. ``ternary`` (k = 3): :func:`cluster_step`'s ``zero_nearest``
-    while the layer's codebook holds no zero yet. ``order``: the partition order (None:
-    :data:`ORDER`). After the last step only the float parameters that stay float in hardware
-    are left (the biases of a BN-folded model, else BN affine: ``common.affine_params``); they
-    fine-tune for ``opts.epochs`` more epochs. Retraining uses ``optimizer`` at ``opts.lr`` or
-    ``lr``, cosine schedule, no weight decay. Step records: ``{label} group G P%``, then
-    ``{label} biases fine-tuned``."""
+    retrains (``opts.epochs``): the quantized weights are restored after every optimizer step,
+    so they stay frozen. ``ternary`` (k = 3): :func:`cluster_step`'s ternary rule (the cluster
+    nearest zero becomes 0 while the layer holds no zero yet; no other becomes 0). ``order``:
+    the partition order (None: :data:`ORDER`). After the last step only the float parameters
+    that stay float in hardware are left (the biases of a BN-folded model, else BN affine:
+    ``common.affine_params``); they fine-tune for ``opts.epochs`` more epochs. Retraining uses
+    ``optimizer`` at ``opts.lr`` or ``lr``, cosine schedule, no weight decay. Step records:
+    ``{label} group G P%``, then ``{label} biases fine-tuned``."""
     order = ORDER if order is None else order
     if order not in SLQ_ORDERS:
         raise CompressError(f"unknown SLQ order {order!r} ({', '.join(SLQ_ORDERS)})")
@@ -155,7 +157,7 @@ def share_weights(model: nn.Module, train_loader: DataLoader, test_loader: DataL
                 n_q = k_left if portion >= 1.0 else min(k_left, target - done)
                 chosen, a, codes, tgt, _ = cluster_step(
                     vals, k_left, n_q, fracs[n], opts, seed=opts.seed + gi,
-                    zero_nearest=ternary and zero not in books[n], order=order)
+                    ternary=ternary, zero_taken=zero in books[n], order=order)
                 free_idx = torch.nonzero(free.reshape(-1)).reshape(-1)
                 flat_mask = masks[n].reshape(-1).clone()
                 flat_q = qvals[n].reshape(-1).clone()

@@ -75,6 +75,21 @@ def test_first_partition_holds_the_largest_loss_clusters(order, expect):
         assert v[ci] == nearest[round(float(vals[a == ci].mean()), 2)]
 
 
+def test_ternary_rule_zero_for_the_cluster_nearest_zero_only():
+    opts = CompressOptions()
+    vals = _clustered([-1.0, 0.2, 1.0])
+    _, a, codes, tgt, _ = slq_mod.cluster_step(vals, 3, 3, 4, opts, seed=0, ternary=True)
+    centre = {round(float(vals[a == i].mean()), 1): float(tgt[i]) for i in range(3)}
+    assert centre == {-1.0: -1.0, 0.2: 0.0, 1.0: 1.0}      # 0.2 would round to 0.25, not 0
+    # the layer already holds 0: a centroid that rounds to zero takes the smallest level
+    tiny = _clustered([0.001, 1.0], noise=1e-5)
+    _, a, codes, tgt, _ = slq_mod.cluster_step(tiny, 2, 2, 4, opts, seed=0, ternary=True,
+                                               zero_taken=True)
+    assert sorted(tgt.tolist()) == [2.0 ** -4, 1.0]
+    plain = slq_mod.cluster_step(tiny, 2, 2, 4, opts, seed=0)[3]
+    assert sorted(plain.tolist()) == [0.0, 1.0]            # without the rule it would be 0
+
+
 def test_slq_run_quantizes_largest_loss_first(tiny_loaders, resnet8, monkeypatch):
     """In a real SLQ run (default options) every layer's first step quantizes the clusters
     with the largest losses."""
