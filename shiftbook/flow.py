@@ -65,11 +65,12 @@ def compress(model: str | Path, method: str, *, output: str | Path | None = None
              force: bool = False, **options: Any) -> Compressed:
     """Compress ``model`` (a built-in name, trained here on the bundled digits data unless
     ``weights=`` gives a float checkpoint, or a float checkpoint file) with ``method``
-    (``deepshift-q``, ``deepshift-ps``, ``inq``, ``kmeans``, ``pq``). ``options`` are the
-    command's (``sw.compress.pipeline.CompressRequest``: ``epochs``, ``k``, ``d``, ``ratio``,
-    ``config``, ``seed``, ``progress``, ...). ``output``/``json``/``export``: the compressed
-    model, its summary as JSON and a ``torch.export`` program; every path is checked before
-    any work (an existing file is replaced only if it is an earlier output, or with ``force``)."""
+    (``deepshift-q``, ``deepshift-ps``, ``inq``, ``kmeans``, ``mlq``, ``pq``, ``oicsr``).
+    ``options`` are the command's (``sw.compress.pipeline.CompressRequest``: ``epochs``,
+    ``k``, ``d``, ``ratio``, ``config``, ``seed``, ``progress``, ...).
+    ``output``/``json``/``export``: the compressed model, its summary as JSON and a
+    ``torch.export`` program; every path is checked before any work (an existing file is
+    replaced only if it is an earlier output, or with ``force``)."""
     import json as _json
 
     from shiftbook.outputs import check_replaceable_file, check_writable_file

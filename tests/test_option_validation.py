@@ -50,8 +50,9 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--method", "pq", "--ratio", "-2"], "--ratio -2 must be a finite number > 0"),
     (["--method", "pq", "--ratio", "nan"], "--ratio nan must be a finite number > 0"),
     (["--method", "pq", "--ratio", "inf"], "--ratio inf must be a finite number > 0"),
-    (["--method", "deepshift-q", "--k", "16"], "--k applies to kmeans and pq only"),
-    (["--method", "inq", "--d", "4"], "--d applies to kmeans and pq only"),
+    (["--method", "deepshift-q", "--k", "16"], "--k applies to kmeans, mlq and pq only"),
+    (["--method", "inq", "--d", "4"], "--d applies to kmeans, mlq and pq only"),
+    (["--method", "mlq", "--k", "1"], "--k 1 must be >= 2"),
 ])
 def test_compress_numbers_refused_before_training(tmp_path: Path, capsys, argv, msg):
     out = tmp_path / "o.pt"

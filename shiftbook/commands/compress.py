@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline-epochs", type=int, default=12,
                    help="epochs of float training when no weights are given (default 12)")
     p.add_argument("--save-float", help="also save the trained float baseline here")
-    p.add_argument("--k", type=int, help="codebook size (kmeans: 16; pq: preset)")
+    p.add_argument("--k", type=int,
+                   help="codebook size (kmeans and mlq: 16, 3 = ternary; pq: preset)")
     p.add_argument("--d", type=int, help="pq block size for every layer (default: preset)")
     p.add_argument("--preset", default="small", help="pq block preset: small or large")
     p.add_argument("--no-clamp", action="store_true",
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="oicsr: group-lasso weight of the out-in channel regulariser "
                         "(default 0.001)")
     p.add_argument("--then", help="oicsr: the weight format after pruning: deepshift-q "
-                                  "(default), deepshift-ps, inq, kmeans or pq")
+                                  "(default), deepshift-ps, inq, kmeans, mlq or pq")
     p.add_argument("--prune-epochs", type=int, metavar="N",
                    help="oicsr: epochs of each prune / fine-tune round (default 2, final 3)")
     p.add_argument("--config", help="CoreConfig preset or JSON file (k, d and exp_bits limits)")

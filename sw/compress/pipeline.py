@@ -25,7 +25,8 @@ __all__ = ["CompressRequest", "CompressResult", "DEFAULT_EPOCHS", "run_compress"
            "summary_dict", "format_summary"]
 
 #: Fine-tuning epochs per method when ``epochs`` is not given.
-DEFAULT_EPOCHS = {"deepshift-q": 4, "deepshift-ps": 8, "inq": 2, "kmeans": 1, "pq": 0}
+DEFAULT_EPOCHS = {"deepshift-q": 4, "deepshift-ps": 8, "inq": 2, "kmeans": 1, "mlq": 1,
+                  "pq": 0}
 
 
 @dataclass
@@ -83,10 +84,10 @@ class CompressRequest:
         for flag, value, lo in ints:
             if value is not None and value < lo:
                 raise error(f"{flag} {value} must be >= {lo}")
-        if self.weight_method not in ("kmeans", "pq"):
+        if self.weight_method not in ("kmeans", "mlq", "pq"):
             for flag, value in (("--k", self.k), ("--d", self.d)):
                 if value is not None:
-                    raise error(f"{flag} applies to kmeans and pq only, not "
+                    raise error(f"{flag} applies to kmeans, mlq and pq only, not "
                                 f"{self.weight_method}")
         if self.ratio is not None and not (math.isfinite(self.ratio) and self.ratio > 0):
             raise error(f"--ratio {self.ratio:g} must be a finite number > 0")
