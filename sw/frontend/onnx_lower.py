@@ -21,6 +21,7 @@ from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import SumPool2d, TensorSpec
 from shiftbook.sw.reference import conv_acc
 
+from .errors import FrontendError
 from .lowered import Lowered
 from .onnx_import import OnnxSource
 from .quantize import _Quantizer
@@ -134,7 +135,21 @@ def lower_onnx(src: OnnxSource, calib: Any, config: CoreConfig, *, weights: str 
 
 def run_reference(src: OnnxSource, x: np.ndarray) -> np.ndarray:
     """The ONNX model's first output for float images ``x`` ``(N, C, H, W)``, one image at a
-    time (qonnx's executor for QONNX, onnxruntime otherwise), as float64 ``(N, -1)``."""
+    time (qonnx's executor for QONNX, onnxruntime otherwise), as float64 ``(N, -1)``. A model
+    the executor refuses (an invalid attribute, a graph it cannot build) is one
+    :class:`FrontendError` line."""
+    try:
+        return _run_reference(src, x)
+    except FrontendError:
+        raise
+    except Exception as e:  # noqa: BLE001 - onnxruntime / qonnx errors on a malformed model
+        who = "qonnx's executor" if src.qonnx else "onnxruntime"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FrontendError(f"{src.path}: the ONNX model does not run in {who} ({first})") \
+            from None
+
+
+def _run_reference(src: OnnxSource, x: np.ndarray) -> np.ndarray:
     name = src.model.graph.input[0].name
     outs = []
     if src.qonnx:
