@@ -25,7 +25,6 @@ from .errors import FrontendError
 from .lowered import Lowered
 from .onnx_import import OnnxSource
 from .quantize import _Quantizer
-from .scales import act_frac, quantize_input
 
 __all__ = ["lower_onnx", "reference_check", "REF_IMAGES"]
 
@@ -38,28 +37,16 @@ class _FixedQuantizer(_Quantizer):
 
     fixed: dict[str, int]
 
-    def run(self, progress: Any = None) -> Any:
-        net = self.net
-        f_in = self.fixed.get(net.input)
-        if f_in is None:
-            f_in = act_frac(self.top(self.calib.numpy()))
-        self.graph.add_tensor(TensorSpec(net.input, net.input_shape, f_in))
-        self.env[net.input] = quantize_input(self.calib, f_in)
-        for i, lay in enumerate(net.layers):
-            if lay.kind in ("conv", "linear", "identity"):
-                self.conv(lay)
-            elif lay.kind == "maxpool":
-                self.maxpool(lay)
-                f = self.fixed.get(lay.output)
-                if f is not None and f != self.graph.tensors[lay.output].frac:
-                    self.notes.append(f"tensor {lay.output}: a max pool keeps its input's "
-                                      f"scale, not the quantizer's 2^-{f}")
-            else:
-                self.sumpool(lay)
-            if progress is not None:
-                progress(i + 1, len(net.layers), lay.name)
-        self.graph.validate()
-        return self.graph
+    def input_frac(self) -> int:
+        f = self.fixed.get(self.net.input)
+        return super().input_frac() if f is None else f
+
+    def maxpool(self, lay: Any) -> None:
+        super().maxpool(lay)
+        f = self.fixed.get(lay.output)
+        if f is not None and f != self.graph.tensors[lay.output].frac:
+            self.notes.append(f"tensor {lay.output}: a max pool keeps its input's "
+                              f"scale, not the quantizer's 2^-{f}")
 
     def calibrate_output(self, lay: Any, op: Any, in_frac: int) -> tuple[int, float]:
         f = self.fixed.get(lay.output)

@@ -115,9 +115,13 @@ class _Quantizer:
             return float(a.max())
         return float(np.percentile(a, self.percentile))
 
+    def input_frac(self) -> int:
+        """The network input's scale: calibrated on the calibration images."""
+        return act_frac(self.top(self.calib.numpy()))
+
     def run(self, progress: Callable[[int, int, str], None] | None = None) -> Graph:
         net = self.net
-        f_in = act_frac(self.top(self.calib.numpy()))
+        f_in = self.input_frac()
         self.graph.add_tensor(TensorSpec(net.input, net.input_shape, f_in))
         self.env[net.input] = quantize_input(self.calib, f_in)
         for i, lay in enumerate(net.layers):
