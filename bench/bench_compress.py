@@ -17,7 +17,7 @@ the compression seed and its data order (fresh loaders shuffled with that seed);
 baseline is trained once, with ``--seed``.
 
     .venv/bin/python bench/bench_compress.py [--epochs 15] [--threads 1] [--seeds 0 1 2] \
-        [--only "kmeans k=16 (slq/mlq)"]
+        [--only "kmeans k=16 (slq)"] [--kmeans torch-reference]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ RUNS = {
     "deepshift-q linear": ("deepshift-q", dict(epochs=4, rounding="linear"), ("drop", 1.0)),
     "deepshift-ps": ("deepshift-ps", dict(epochs=8), ("drop", 1.0)),
     "inq": ("inq", dict(epochs=2), ("drop", 1.0)),
-    "kmeans k=16 (slq/mlq)": ("kmeans", dict(k=16, epochs=1), None),
+    "kmeans k=16 (slq)": ("kmeans", dict(k=16, epochs=1), None),
     "slq (seed order)": ("kmeans", dict(k=16, epochs=3, order="loss-desc"), None),
     "slq (other order)": ("kmeans", dict(k=16, epochs=3, order="loss-asc"), None),
     "mlq k=16": ("mlq", dict(k=16, epochs=1), None),
@@ -70,6 +70,29 @@ DEFAULT_SEEDS = (0, 1, 2)
 # the modules themselves (the package re-exports functions of the same names)
 slq_mod = importlib.import_module("shiftbook.sw.compress.slq")
 pq_mod = importlib.import_module("shiftbook.sw.compress.pq")
+
+
+def torch_reference_kmeans(x: torch.Tensor, k: int, *, iters: int = 50, seed: int = 0,
+                           eps: float = 1e-8, init: torch.Tensor | None = None):
+    """The hand-written torch k-means shiftbook used before scikit-learn (k random distinct rows,
+    Lloyd iterations, the paper's empty-cluster split): the baseline of ``--kmeans
+    torch-reference``, the library change's before/after (issue 18)."""
+    km = importlib.import_module("shiftbook.sw.compress.kmeans")
+    x = x.to(torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    c = x[torch.randperm(x.shape[0], generator=gen)[:k]].clone() if init is None \
+        else init.to(torch.float64).clone()
+    a = km.assign(x, c)
+    for _ in range(iters):
+        c, a, _ = km.split_empty(x, c, a, eps, gen)
+        c_new = km._means(x, a, c)
+        a_new = km.assign(x, c_new)
+        done = torch.equal(a_new, a) and torch.equal(c_new, c)
+        c, a = c_new, a_new
+        if done:
+            break
+    c, a, _ = km.split_empty(x, c, a, eps, gen)
+    return c, a
 
 
 class ClusterClock:
@@ -166,6 +189,7 @@ def merge_seeds(name: str, runs: list[dict], float_acc: float) -> dict:
     row["seconds"] = round(sum(r["seconds"] for r in runs), 1)
     row["cluster_seconds"] = round(sum(r["cluster_seconds"] for r in runs), 3)
     row["cluster_calls"] = sum(r["cluster_calls"] for r in runs)
+    row["kmeans_inertia"] = sum(r["kmeans_inertia"] for r in runs)
     mets = [r["target_met"] for r in runs]
     row["target_met"] = None if mets[0] is None else (
         "met" if all(m == "met" for m in mets) else "MISSED")
@@ -188,11 +212,16 @@ def main() -> int:
                          f"{' '.join(map(str, DEFAULT_SEEDS))} for the rows "
                          f"{', '.join(sorted(MULTI_SEED))}, --seed for the others")
     ap.add_argument("--only", nargs="*", help="run only these rows (names as in the table)")
+    ap.add_argument("--kmeans", choices=["sklearn", "torch-reference"], default="sklearn",
+                    help="the scalar k-means SLQ/MLQ call: shiftbook's (scikit-learn) or the "
+                         "former hand-written torch one, for the before/after comparison")
     ap.add_argument("--calib", type=int, default=128,
                     help="calibration images (training set) for the integer lowering")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "compress.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.kmeans == "torch-reference":
+        slq_mod.kmeans = torch_reference_kmeans     # before ClusterClock wraps it
     unknown = sorted(set(args.only or ()) - set(RUNS))
     if unknown:
         ap.error(f"unknown rows {unknown} (rows: {', '.join(RUNS)})")
@@ -250,7 +279,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": "resnet8", "data": "digits", "float_acc": float_acc,
                                "float_epochs": args.epochs, "float_seconds": round(t_float, 1),
-                               "fp32_bytes": fp32, "threads": args.threads, "rows": rows},
+                               "fp32_bytes": fp32, "threads": args.threads, "kmeans": args.kmeans,
+                               "rows": rows},
                               indent=2) + "\n")
     print(f"wrote {out}")
     return 0

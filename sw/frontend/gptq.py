@@ -14,8 +14,6 @@ import torch
 
 from shiftbook import numerics as nx
 
-from .errors import FrontendError
-
 __all__ = ["GptqFactor", "gptq_factor", "gptq_round"]
 
 _GPTQ_ROWS = 32768     # calibration rows (im2col) used for a layer's input second moment
@@ -108,12 +106,11 @@ def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 
 def _upper_inverse(r: np.ndarray) -> np.ndarray:
     """The inverse of an upper triangular matrix (torch's triangular solve against the
-    identity: measured 0.49 s at k = 2304 where scipy's LAPACK ``dtrtri`` took 1.9 s)."""
+    identity; faster here than scipy's LAPACK ``dtrtri``: 0.49 vs 1.85 s at k = 2304 in a
+    one-off timing)."""
     t = torch.from_numpy(r)
     inv = torch.linalg.solve_triangular(t, torch.eye(len(r), dtype=t.dtype), upper=True)
-    if not bool(torch.isfinite(inv).all()):
-        raise FrontendError("GPTQ: the input second moment is singular")
-    return np.triu(inv.numpy())
+    return np.triu(inv.numpy())     # (finite: r is a Cholesky factor, positive diagonal)
 
 
 def _rounded(v: np.ndarray, up: np.ndarray, scale: np.ndarray, emax: int,

@@ -19,7 +19,6 @@ import torch
 from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import SumPool2d, TensorSpec
-from shiftbook.sw.reference import conv_acc
 
 from .errors import FrontendError
 from .lowered import Lowered
@@ -59,9 +58,9 @@ class _FixedQuantizer(_Quantizer):
         o = op.out_channels
         acc_frac = in_frac + op.w_frac
         bias, res_shift = op.bias.reshape(1, o, 1, 1), op.res_shift.reshape(1, o, 1, 1)
-        x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
-        raw = conv_acc(x, op)
+        raw = self.layer_acc(lay, op.weight)
+        self.last_acc = None
         op.shift = np.minimum(acc_frac - f, self.cfg.acc_bits).astype(np.int64)
         self.graph.add_tensor(TensorSpec(lay.output, lay.out_shape, f))
         self.graph.add_op(op)

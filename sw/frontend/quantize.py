@@ -240,11 +240,7 @@ class _Quantizer:
         calibration input: subtracted from the bias (bias correction)."""
         x = self.env[lay.input]
         o = codes.shape[0]
-        probe = Conv2d(lay.name, lay.input, lay.output, weight=codes, exp_bits=self.eb,
-                       stride=lay.stride, padding=lay.padding)
-        raw = conv_acc(x, probe)
-        self.last_acc = (lay.name, codes, raw)      # calibrate_output reuses it (same codes)
-        q = raw * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
+        q = self.layer_acc(lay, codes) * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
             1, o, 1, 1)
         t, left, b, r = lay.padding
         xt = F.pad(torch.from_numpy(x * 2.0**-in_frac), (left, r, t, b))
@@ -350,6 +346,20 @@ class _Quantizer:
                                 f"outside int8")
         return bias, res_shift, bound
 
+    def layer_acc(self, lay: FLayer, codes: np.ndarray) -> np.ndarray:
+        """Accumulators of ``codes`` (shift codes, ``(O, I, KH, KW)``) on the layer's
+        calibration input. The last result is kept: bias correction and the output calibration
+        of a layer convolve the same codes."""
+        seen = self.last_acc
+        if seen is not None and seen[0] == lay.name and seen[1].shape == codes.shape \
+                and np.array_equal(seen[1], codes):
+            return seen[2]
+        probe = Conv2d(lay.name, lay.input, lay.output, weight=codes, exp_bits=self.eb,
+                       stride=lay.stride, padding=lay.padding)
+        raw = conv_acc(self.env[lay.input], probe)
+        self.last_acc = (lay.name, codes, raw)
+        return raw
+
     def calibrate_output(self, lay: FLayer, op: Conv2d, in_frac: int
                          ) -> tuple[int, float]:
         """Calibrate the output scale of ``op`` on the integer network built so far: set its
@@ -359,15 +369,9 @@ class _Quantizer:
         o = op.out_channels
         acc_frac = in_frac + op.w_frac
         bias, res_shift = op.bias.reshape(1, o, 1, 1), op.res_shift.reshape(1, o, 1, 1)
-        x = self.env[lay.input]
         res = self.env[lay.residual] if lay.residual else None
-        seen = self.last_acc
+        raw = self.layer_acc(lay, op.weight)
         self.last_acc = None
-        if seen is not None and seen[0] == lay.name and op.weight.shape == seen[1].shape \
-                and np.array_equal(op.weight, seen[1]):
-            raw = seen[2]       # the bias-corrected layer's codes: its accumulators are known
-        else:
-            raw = conv_acc(x, op)
         acc = raw + bias
         if res is not None:
             acc = acc + nx.align_residual(res, res_shift)
