@@ -133,6 +133,15 @@ def round_shift(v, s):
     """
     v = np.asarray(v, dtype=np.int64)
     s = np.asarray(s, dtype=np.int64)
+    if s.size and v.size:
+        # One direction for every element (the usual case: per-channel shifts of one sign):
+        # the same arithmetic with two temporaries instead of six.
+        if int(s.min()) > 0:
+            out = np.right_shift(v + np.left_shift(np.int64(1), s - 1), s)
+            return out if out.ndim else int(out)
+        if int(s.max()) <= 0:
+            out = np.left_shift(v, -s)
+            return out if out.ndim else int(out)
     sp = np.maximum(s, 0)
     half = np.where(sp > 0, np.left_shift(np.int64(1), np.maximum(sp - 1, 0)), 0)
     right = np.right_shift(v + half, sp)

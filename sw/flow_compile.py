@@ -57,8 +57,10 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     (:func:`early_checks`): a model too large for the config fails in seconds."""
     from shiftbook.config import CoreConfig, load_config
     from shiftbook.sw.compiler import compile_graph
+    from shiftbook.sw.compiler.tiling import CompileError as LayoutError
     from shiftbook.sw.frontend import DEFAULT_CALIB, default_calibration, load_source
     from shiftbook.sw.frontend.adaptation import DEFAULT_MAX_ADAPT_ERROR, check_adaptation
+    from shiftbook.sw.frontend.precheck import check_module_memory
     from shiftbook.sw.frontend.quantize import quantize_net
     from shiftbook.sw.frontend.trace import trace_program
 
@@ -74,7 +76,10 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     if weights is not None and (Path(model).suffix == ".pt2" or Path(model).is_file()):
         raise CompileError("--weights applies to a built-in model name only")
     try:
-        src = load_source(model, weights=weights, seed=seed)
+        src = load_source(model, weights=weights, seed=seed, before_export=lambda m, shape, f:
+                          check_module_memory(m, shape, f, cfg))
+    except LayoutError:
+        raise       # the model does not fit the config (from its shapes, before export)
     except Exception as e:  # noqa: BLE001 - e.g. an unpickling error of a foreign file
         first = (str(e).strip().splitlines() or [""])[0]
         if isinstance(e, ValueError | RuntimeError | OSError) and model in first:

@@ -27,9 +27,9 @@ import numpy as np
 
 from shiftbook import numerics as nx
 from shiftbook.sw.ir import Conv2d
-from shiftbook.sw.reference import conv_acc
 
 from .errors import FrontendError
+from .fast_acc import shift_conv_acc
 
 __all__ = ["AdaptationError", "DEFAULT_MAX_ADAPT_ERROR", "adaptation_lines",
            "check_adaptation", "measure_adaptation"]
@@ -46,25 +46,31 @@ class AdaptationError(FrontendError):
 
 
 def _real_out(x: np.ndarray, codes: np.ndarray, wf: np.ndarray, bias: np.ndarray,
-              in_frac: int, exp_bits: int, stride: Any, padding: Any) -> np.ndarray:
+              in_frac: int, exp_bits: int, stride: Any, padding: Any,
+              acc: np.ndarray | None = None) -> np.ndarray:
     o = codes.shape[0]
-    probe = Conv2d("probe", "x", "y", weight=codes, exp_bits=exp_bits, stride=stride,
-                   padding=padding)
-    acc = conv_acc(x, probe) + np.asarray(bias, np.int64).reshape(1, o, 1, 1)
+    if acc is None:
+        probe = Conv2d("probe", "x", "y", weight=codes, exp_bits=exp_bits, stride=stride,
+                       padding=padding)
+        acc = shift_conv_acc(x, probe)
+    acc = acc + np.asarray(bias, np.int64).reshape(1, o, 1, 1)
     return acc * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(1, o, 1, 1)
 
 
 def measure_adaptation(x: np.ndarray, before: tuple[np.ndarray, np.ndarray, np.ndarray],
                        after: tuple[np.ndarray, np.ndarray, np.ndarray], *, in_frac: int,
-                       exp_bits: int, stride: Any, padding: Any) -> dict[str, Any]:
+                       exp_bits: int, stride: Any, padding: Any,
+                       accs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """The record above for a layer on integer input ``x`` ``(N, C, H, W)``; ``before`` and
-    ``after``: (codes ``(O, C, KH, KW)``, ``w_frac`` ``(O,)``, integer bias ``(O,)``)."""
+    ``after``: (codes ``(O, C, KH, KW)``, ``w_frac`` ``(O,)``, integer bias ``(O,)``);
+    ``accs``: the two codes' accumulators on ``x`` if the caller has them (else computed)."""
     (c0, wf0, b0), (c1, wf1, b1) = before, after
     o = c0.shape[0]
     v0 = nx.decode_shift(c0, exp_bits) * np.exp2(-wf0.astype(np.float64)).reshape(o, 1, 1, 1)
     v1 = nx.decode_shift(c1, exp_bits) * np.exp2(-wf1.astype(np.float64)).reshape(o, 1, 1, 1)
-    y0 = _real_out(x, c0, wf0, b0, in_frac, exp_bits, stride, padding)
-    y1 = _real_out(x, c1, wf1, b1, in_frac, exp_bits, stride, padding)
+    a0, a1 = accs if accs is not None else (None, None)
+    y0 = _real_out(x, c0, wf0, b0, in_frac, exp_bits, stride, padding, a0)
+    y1 = _real_out(x, c1, wf1, b1, in_frac, exp_bits, stride, padding, a1)
     n0 = float(np.linalg.norm(y0))
     diff = float(np.linalg.norm(y1 - y0))
     rel = diff / n0 if n0 > 0 else (0.0 if diff == 0 else math.inf)

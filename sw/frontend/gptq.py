@@ -9,6 +9,9 @@ scales (the frontend calls it again each time it lowers ``w_frac`` to fit the ac
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 import torch
 
@@ -36,13 +39,13 @@ GptqFactor = tuple[list[tuple[int, int, np.ndarray]], np.ndarray, np.ndarray]
 
 def _input_rows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                 padding: tuple[int, int, int, int]) -> np.ndarray:
-    """The im2col rows ``(rows, C*KH*KW)`` of ``x`` (all of them, or ``_GPTQ_ROWS`` picked
-    with a fixed seed), gathered straight from the padded input: the same rows, in the same
+    """The im2col rows ``(rows, C*KH*KW)`` (float32) of ``x`` (all of them, or ``_GPTQ_ROWS``
+    picked with a fixed seed), gathered straight from the padded input: the same rows, in the same
     order, as ``F.unfold`` followed by the pick, without materialising every patch."""
     kh, kw = kernel
     sy, sx = stride
     t, left, b, r = padding
-    xp = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (t, b), (left, r)))
+    xp = np.pad(np.asarray(x, dtype=np.float32), ((0, 0), (0, 0), (t, b), (left, r)))
     n, c, hp, wp = xp.shape
     oh, ow = (hp - kh) // sy + 1, (wp - kw) // sx + 1
     total = n * oh * ow
@@ -51,11 +54,11 @@ def _input_rows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
         rows = np.sort(np.random.default_rng(0).choice(total, _GPTQ_ROWS, replace=False))
     img, pix = np.divmod(rows, oh * ow)
     oy, ox = np.divmod(pix, ow)
-    ky, kx = np.divmod(np.arange(kh * kw), kw)
-    # (rows, C, KH*KW) -> (rows, C*KH*KW): channel-major, kernel rows, then columns (unfold)
-    pat = xp[img[:, None, None], np.arange(c)[None, :, None],
-             (oy * sy)[:, None, None] + ky[None, None, :],
-             (ox * sx)[:, None, None] + kx[None, None, :]]
+    # every window as a view (N, C, OH, OW, KH, KW); the picked ones gathered at once:
+    # (rows, C, KH, KW) -> (rows, C*KH*KW), channel-major, kernel rows, then columns (unfold)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[
+        :, :, ::sy, ::sx][:, :, :oh, :ow]
+    pat = win.transpose(0, 2, 3, 1, 4, 5)[img, oy, ox]
     return pat.reshape(len(rows), c * kh * kw)
 
 
@@ -82,7 +85,9 @@ def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     hs, deads = [], []
     for cols in spans:
         xb = xs if len(spans) == 1 else xs[:, cols]
-        h = xb.T @ xb / n
+        # float32 product (a weighting, not an exact value: 2x faster), summed rows in
+        # float32 BLAS, then float64 for the factorization
+        h = (xb.T @ xb).astype(np.float64) / n
         d = np.diag(h) <= 0
         h[d, d] = 1.0
         hs.append(h)
@@ -133,47 +138,110 @@ def _rounded(v: np.ndarray, up: np.ndarray, scale: np.ndarray, emax: int,
     return np.where(zero, 0.0, np.where(v < 0, -mag, mag)) * scale
 
 
+@numba.njit(cache=True)
+def _round1(v: float, up: float, scale: float, emax: int, log: bool) -> float:
+    """One weight of :func:`_rounded` (the same arithmetic, scalar)."""
+    x = abs(v) * up
+    lx = math.log2(x) if x > 0 else 0.0
+    if log:
+        e = math.floor(lx + 0.5)
+        zero = x <= 0 or lx < -0.5
+    else:
+        fl = math.floor(lx)
+        e = fl + 1 if x >= 1.5 * 2.0**fl else fl
+        zero = x <= 0 or x < 0.5
+        if x < 1.0:
+            e = 0.0
+    if zero:
+        return 0.0
+    mag = 2.0 ** min(max(e, 0.0), float(emax))
+    return (-mag if v < 0 else mag) * scale
+
+
+@numba.njit(cache=True)
+def _round_batch(blk: np.ndarray, ub: np.ndarray, up: np.ndarray, scale: np.ndarray,
+                 emax: int, log: bool, pre: np.ndarray, got: np.ndarray,
+                 errs: np.ndarray) -> None:
+    """The columns of one lazy batch, in order, for every stacked block and output channel
+    (channels are independent: each one's errors feed only its own later weights).
+    ``blk`` ``(blocks, O, n)`` is updated in place; ``pre``, ``got``, ``errs`` are written."""
+    nb, o, n = blk.shape
+    for b in range(nb):
+        for r in range(o):
+            for j in range(n):
+                v = blk[b, r, j]
+                q = _round1(v, up[r], scale[r], emax, log)
+                pre[b, r, j] = v
+                got[b, r, j] = q
+                err = (v - q) / ub[b, j, j]
+                errs[b, r, j] = err
+                for c in range(j + 1, n):
+                    blk[b, r, c] -= err * ub[b, j, c]
+
+
 def gptq_round(w: np.ndarray, wf: np.ndarray, factor: GptqFactor, exp_bits: int,
-               rounding: str) -> np.ndarray:
+               rounding: str, compiled: bool = True) -> np.ndarray:
     """Shift codes (shaped like ``w``, ``(O, I, KH, KW)``) of the float weights ``w`` at the
     per-output-channel scales ``2**-wf``, rounded sequentially with error feedback weighted
     by ``factor`` (:func:`gptq_factor` of the layer's calibration input).
 
-    Blocked (lazy batch updates, ``_GPTQ_BLOCK`` columns): inside a block one vectorised
-    rounding step per column over every output channel and a rank-1 update of the block; the
-    rest of the matrix is updated once per block (one BLAS product). The codes are packed once
-    at the end from the values each column was rounded from (``float_to_shift`` of the whole
-    matrix) and checked against the values the loop used."""
+    The diagonal blocks are independent (errors stay inside their block), so they are rounded
+    side by side: stacked ``(blocks, O, L)`` (shorter blocks padded with zero weights and an
+    identity factor, which round to zero with no error), one step per column position over
+    every block and output channel at once. Inside a block lazy batch updates of
+    ``_GPTQ_BLOCK`` columns: a vectorised rounding step per column and a rank-1 update of the
+    batch; the rest is updated once per batch (one batched BLAS product). The codes are
+    packed once at the end from the values each column was rounded from (``float_to_shift``
+    of the whole matrix) and checked against the values the loop used."""
     o = w.shape[0]
     blocks, perm, dead = factor
     k = len(perm)
     work = w.reshape(o, k).copy()
     work[:, dead] = 0.0
     work = work[:, perm]
-    pre = np.empty((o, k))      # the value each weight was rounded from
-    got = np.empty((o, k))      # the real value it rounded to
+    nb = len(blocks)
+    ln = max(b1 - b0 for b0, b1, _ in blocks)
+    stack = np.zeros((nb, o, ln))
+    us = np.zeros((nb, ln, ln))
+    for i, (b0, b1, u) in enumerate(blocks):
+        stack[i, :, : b1 - b0] = work[:, b0:b1]
+        us[i, : b1 - b0, : b1 - b0] = u
+        us[i, np.arange(b1 - b0, ln), np.arange(b1 - b0, ln)] = 1.0
+    pre = np.empty((nb, o, ln))     # the value each weight was rounded from
+    got = np.empty((nb, o, ln))     # the real value it rounded to
     scale = np.exp2(-wf.astype(np.float64))
     up = np.exp2(wf.reshape(-1).astype(np.int64))
     emax = (1 << exp_bits) - 1
-    for b0, b1, u in blocks:        # diagonal blocks: errors stay inside their block
-        part = work[:, b0:b1]
-        kb = b1 - b0
-        for i1 in range(0, kb, _GPTQ_BLOCK):
-            i2 = min(i1 + _GPTQ_BLOCK, kb)
-            blk = part[:, i1:i2].copy()
-            ub = u[i1:i2, i1:i2]
-            errs = np.empty((o, i2 - i1))
+    for i1 in range(0, ln, _GPTQ_BLOCK):
+        i2 = min(i1 + _GPTQ_BLOCK, ln)
+        blk = stack[:, :, i1:i2].copy()
+        ub = us[:, i1:i2, i1:i2]
+        errs = np.empty((nb, o, i2 - i1))
+        if compiled:
+            p_b, g_b = np.empty_like(blk), np.empty_like(blk)
+            _round_batch(blk, np.ascontiguousarray(ub), up.astype(np.float64), scale,
+                         emax, rounding == "log", p_b, g_b, errs)
+            pre[:, :, i1:i2], got[:, :, i1:i2] = p_b, g_b
+        else:
             for j in range(i2 - i1):
-                col = blk[:, j]
+                col = blk[:, :, j]
                 q = _rounded(col, up, scale, emax, rounding)
-                pre[:, b0 + i1 + j], got[:, b0 + i1 + j] = col, q
-                err = (col - q) / ub[j, j]
-                blk[:, j + 1:] -= err[:, None] * ub[j, j + 1:]
-                errs[:, j] = err
-            part[:, i2:] -= errs @ u[i1:i2, i2:]
-    codes, _ = nx.float_to_shift(pre, exp_bits, rounding=rounding, w_frac=wf.reshape(-1, 1))
+                pre[:, :, i1 + j], got[:, :, i1 + j] = col, q
+                err = (col - q) / ub[:, j, j][:, None]
+                blk[:, :, j + 1:] -= err[:, :, None] * ub[:, None, j, j + 1:]
+                errs[:, :, j] = err
+        if i2 < ln:
+            stack[:, :, i2:] -= np.matmul(errs, us[:, i1:i2, i2:])
+    pre_k = np.empty((o, k))
+    got_k = np.empty((o, k))
+    for i, (b0, b1, _) in enumerate(blocks):
+        pre_k[:, b0:b1] = pre[i, :, : b1 - b0]
+        got_k[:, b0:b1] = got[i, :, : b1 - b0]
+    codes, _ = nx.float_to_shift(pre_k, exp_bits, rounding=rounding, w_frac=wf.reshape(-1, 1))
     codes = np.asarray(codes, dtype=np.int64)
-    if not np.array_equal(nx.decode_shift(codes, exp_bits) * scale[:, None], got):
+    if not np.array_equal(nx.decode_shift(codes, exp_bits) * scale[:, None], got_k):
+        if compiled:    # libm's log2 and numpy's may differ by an ulp at a rounding tie
+            return gptq_round(w, wf, factor, exp_bits, rounding, compiled=False)
         raise AssertionError("GPTQ: packed codes differ from the values rounded to")
     out = np.empty_like(codes)
     out[:, perm] = codes

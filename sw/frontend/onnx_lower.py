@@ -60,7 +60,7 @@ class _FixedQuantizer(_Quantizer):
         bias, res_shift = op.bias.reshape(1, o, 1, 1), op.res_shift.reshape(1, o, 1, 1)
         res = self.env[lay.residual] if lay.residual else None
         raw = self.layer_acc(lay, op.weight)
-        self.last_acc = None
+        self.accs = []
         op.shift = np.minimum(acc_frac - f, self.cfg.acc_bits).astype(np.int64)
         self.graph.add_tensor(TensorSpec(lay.output, lay.out_shape, f))
         self.graph.add_op(op)

@@ -21,7 +21,8 @@ from shiftbook.weights import CodebookWeights, WeightFormatError
 from .errors import FrontendError
 from .float_net import WEIGHTED, FLayer, FloatNet
 
-__all__ = ["core_codebook", "skeleton_graph", "check_kept_accumulators", "GAIN_TOLERANCE"]
+__all__ = ["core_codebook", "skeleton_graph", "check_kept_accumulators", "check_module_memory",
+           "module_memory_bound", "GAIN_TOLERANCE"]
 
 # A kept layer's folded per-channel factor counts as a power of two within this relative error.
 GAIN_TOLERANCE = 2.0**-10
@@ -116,3 +117,74 @@ def check_kept_accumulators(net: FloatNet, cfg: CoreConfig, weights: str = "auto
                                 f"a worst-case accumulator of {int(bound.max()):,} in output "
                                 f"channel {o}, beyond the {cfg.acc_bits}-bit accumulator's "
                                 f"{limit:,}")
+
+
+def check_module_memory(module: Any, input_shape: tuple[int, int, int],
+                        formats: dict[str, Any], cfg: CoreConfig) -> None:
+    """Refuse (``CompileError``, the same line as ``layout.check_layout``) a float module
+    whose memory image cannot fit ``cfg`` (:func:`module_memory_bound`), before
+    ``torch.export`` (seconds for a ResNet-50) and before tracing. Modules with kept formats
+    (codebook blobs are smaller than raw codes) are left to the layout check."""
+    from shiftbook.sw.compiler.layout import memory_error
+    from shiftbook.sw.compiler.tiling import CompileError
+
+    if formats:
+        return
+    found = module_memory_bound(module, input_shape, cfg)
+    if found is not None and found[0] > cfg.mem_words * cfg.bus_bytes:
+        need, (name, n) = found
+        raise CompileError(memory_error(need, cfg, "program and data need at least")
+                           + f"; the largest layer, {name!r}, alone {n:,}")
+
+
+def module_memory_bound(module: Any, input_shape: tuple[int, int, int], cfg: CoreConfig
+                        ) -> tuple[int, tuple[str, int]] | None:
+    """A lower bound of the data bytes the compiler lays out for a float ``module``, from one
+    forward pass of a zero image, and the largest layer's share; None if the module does not
+    run on such an image (the export that follows names the problem).
+
+    Counted: the input and the output tensor of every convolution, linear and pooling module
+    (each is one tensor of the lowered graph: batch norm, ReLU and a residual add fold into
+    the convolution before them), and the raw shift-code weight and bias blobs of every
+    convolution and linear (``layout.param_sizes``); no program bytes."""
+    import torch
+    from torch import nn
+
+    from shiftbook.placement import MemoryImage
+    from shiftbook.sw.compiler.layout import param_sizes
+
+    mem = MemoryImage(cfg.bus_bytes, 0)
+    mem.place_tensor("input", tuple(input_shape), 0)
+    largest = ("", 0)
+    zero = nx.zero_code(cfg.exp_bits)
+
+    def hook(mod: Any, _inp: Any, out: Any) -> None:
+        nonlocal largest
+        if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
+            return
+        shape = tuple(out.shape[1:]) if out.ndim == 4 else (int(out.shape[1]), 1, 1)
+        before = mem.top
+        mem.place_tensor(names[mod], shape, 0)
+        if isinstance(mod, nn.Conv2d | nn.Linear):
+            w = mod.weight
+            kshape = tuple(w.shape) if w.ndim == 4 else (*w.shape, 1, 1)
+            probe = Conv2d(names[mod], "x", "y", weight=np.full(kshape, zero, np.int64),
+                           exp_bits=cfg.exp_bits)
+            wb, bb, _ = param_sizes(probe, cfg, None)
+            mem.alloc(wb)
+            mem.alloc(bb)
+        if mem.top - before > largest[1]:
+            largest = (names[mod], mem.top - before)
+
+    kinds = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+    names = {m: n for n, m in module.named_modules() if isinstance(m, kinds)}
+    handles = [m.register_forward_hook(hook) for m in names]
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape))
+    except Exception:  # noqa: BLE001 - the export that follows names the problem
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return mem.top, largest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,21 @@ def save_pt2(program: torch.export.ExportedProgram, path: str | Path) -> Path:
     return path
 
 
+#: ``before_export(module, input_shape, formats)``: called with a module about to be exported
+#: (e.g. a check from its shapes alone: ``torch.export`` takes seconds for a ResNet-50).
+BeforeExport = Callable[[nn.Module, tuple[int, int, int], dict[str, Any]], None]
+
+
 def _from_module(module: nn.Module, input_shape: tuple[int, int, int] | None,
-                 label: str) -> ModelSource:
+                 label: str, before_export: BeforeExport | None = None) -> ModelSource:
     formats: dict[str, Any] = {}
     if hasattr(module, "formats") and isinstance(getattr(module, "model", None), nn.Module):
         formats = dict(module.formats)  # a CompressedModel: export its architecture
         module = module.model
     module.eval()
+    if before_export is not None:
+        before_export(module, tuple(input_shape) if input_shape is not None
+                      else _default_shape(module), formats)
     return ModelSource(export_module(module, input_shape), formats, label, module)
 
 
@@ -138,16 +147,18 @@ def _load_pt2(path: Path) -> ModelSource:
 
 def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
                 num_classes: int | None = None, in_channels: int | None = None,
-                weights: str | Path | None = None, seed: int | None = 0) -> ModelSource:
+                weights: str | Path | None = None, seed: int | None = 0,
+                before_export: BeforeExport | None = None) -> ModelSource:
     """Resolve ``model``: an ``ExportedProgram``, an ``nn.Module`` (a ``CompressedModel``
     keeps its formats), a ``.pt2`` path, a checkpoint path (``shiftbook compress`` output or a
     float checkpoint naming a built-in model) or a built-in model name (``weights``: a
-    checkpoint for it; without one the weights are seeded random)."""
-    if isinstance(model, torch.export.ExportedProgram):
-        return ModelSource(model, {}, "exported program")
+    checkpoint for it; without one the weights are seeded random). ``before_export``: see
+    :data:`BeforeExport` (modules only)."""
     if isinstance(model, nn.Module):
-        return _from_module(model, input_shape, type(model).__name__)
+        return _from_module(model, input_shape, type(model).__name__, before_export)
     if not isinstance(model, str | Path):
+        if isinstance(model, torch.export.ExportedProgram):     # (imports torch.export)
+            return ModelSource(model, {}, "exported program")
         raise FrontendError(f"cannot lower a {type(model).__name__}: give a .pt2 file, a "
                             f"checkpoint, a built-in model name or an nn.Module")
     text = str(model)
@@ -166,11 +177,11 @@ def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
             from shiftbook.sw.models.compressed import load_compressed
 
             cm = load_compressed(path)
-            return _from_module(cm, input_shape, path.name)
+            return _from_module(cm, input_shape, path.name, before_export)
         if isinstance(obj, dict) and obj.get("model") in MODELS:
             m = build_model(obj["model"], weights=path, seed=None,
                             **dict(obj.get("model_args") or {}))
-            return _from_module(m, input_shape, path.name)
+            return _from_module(m, input_shape, path.name, before_export)
         raise FrontendError(f"{path}: not a .pt2 file, a shiftbook compressed model or a "
                             f"checkpoint naming a built-in model")
     if text in MODELS:
@@ -183,6 +194,6 @@ def load_source(model: Any, *, input_shape: tuple[int, int, int] | None = None,
         if input_shape is None:
             size = MODELS[text].input_size
             input_shape = (int(m.conv1.in_channels), size, size)
-        return _from_module(m, input_shape, text)
+        return _from_module(m, input_shape, text, before_export)
     raise FrontendError(f"unknown model {text!r}: not a file, and not a built-in model "
                         f"({', '.join(MODELS)})")

@@ -13,7 +13,13 @@ from shiftbook.sw.compiler.layout import check_layout
 from shiftbook.sw.flow_compile import compile_model, early_checks
 from shiftbook.sw.frontend import load_source, trace_program
 from shiftbook.sw.frontend import quantize as quantize_mod
-from shiftbook.sw.frontend.precheck import check_kept_accumulators, skeleton_graph
+from shiftbook.sw.frontend import source as source_mod
+from shiftbook.sw.frontend.precheck import (
+    check_kept_accumulators,
+    module_memory_bound,
+    skeleton_graph,
+)
+from shiftbook.sw.models import build_model
 
 
 def _net(model: str, cfg: CoreConfig):
@@ -51,6 +57,33 @@ def test_too_large_model_is_refused_before_calibration(tmp_path, capsys, monkeyp
     assert rc == 2 and not out.exists()
     assert err[-1].startswith("shiftbook compile: error: program and data need at least ")
     assert "the core addresses 33,554,432 (config 'base'" in err[-1]
+
+
+def test_too_large_module_is_refused_before_export(tmp_path, capsys, monkeypatch):
+    """A plain float module too large for the config is refused from one forward pass of its
+    shapes, before ``torch.export`` (seconds for a ResNet-50)."""
+    def no_export(*a, **k):
+        raise AssertionError("exported a model that cannot fit")
+
+    monkeypatch.setattr(source_mod, "export_module", no_export)
+    out = tmp_path / "b"
+    rc = main(["compile", "resnet50", "--config", "base", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not out.exists()
+    assert err[-1].startswith("shiftbook compile: error: program and data need at least ")
+    assert "the largest layer, 'layer4.0.conv2'" in err[-1]
+
+
+@pytest.mark.parametrize("model", ["resnet8", "resnet18", "resnet50"])
+def test_module_bound_is_below_the_layout(model):
+    """The module-level bound never exceeds the layout's data bytes (so it refuses nothing
+    the compiler would take), and is close to it for the built-in ResNets."""
+    cfg = PRESETS["base-xl"]
+    early = early_checks(_net(model, cfg), cfg)
+    m = build_model(model, seed=0)
+    found = module_memory_bound(m, source_mod._default_shape(m), cfg)
+    assert found is not None
+    assert 0.9 * early.data_bytes <= found[0] <= early.data_bytes
 
 
 def test_base_xl_takes_resnet50():
