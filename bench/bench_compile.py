@@ -59,7 +59,24 @@ def compile_case(model: str, config: str, calib: int | None, out: Path) -> dict[
         m = json.loads(man.read_text())
         rec["memory_bytes"] = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
         rec["layers"] = len(m.get("layers", []))
+        rec.update(weight_reads(m["layers"]))
     return {"model": model, "config": config, "calib": calib, **rec}
+
+
+def weight_reads(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Weight (and codebook) bytes the program reads per inference against the bytes stored,
+    whole network and the worst layer (issue 20: each layer's weights read once when they
+    fit WGT)."""
+    stored = sum(lay["weight_bytes"] for lay in layers)
+    read = sum(lay["weight_bytes_read"] for lay in layers)
+    worst = max((lay for lay in layers if lay["weight_bytes"]),
+                key=lambda lay: lay["weight_bytes_read"] / lay["weight_bytes"])
+    return {"weight_bytes": stored, "weight_bytes_read": read,
+            "weight_read_ratio": round(read / stored, 3),
+            "worst_layer": worst["name"],
+            "worst_read_ratio": round(worst["weight_bytes_read"] / worst["weight_bytes"], 3),
+            "layers_read_more_than_once": sum(
+                1 for lay in layers if lay["weight_bytes_read"] > lay["weight_bytes"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:10s} {config:8s} rc={rec['rc']} wall {rec['wall_s']:7.1f} s  "
                   f"cpu {rec['cpu_s']:7.1f} s  peak {rec['peak_rss_bytes'] / 2**30:5.2f} GiB",
                   flush=True)
+            if "weight_read_ratio" in rec:
+                print(f"{'':19s} weights read {rec['weight_bytes_read']:,} B for "
+                      f"{rec['weight_bytes']:,} stored ({rec['weight_read_ratio']:.2f}x); "
+                      f"{rec['layers_read_more_than_once']} layers above 1x, worst "
+                      f"{rec['worst_layer']} {rec['worst_read_ratio']:.2f}x", flush=True)
         model, config = TOO_LARGE.split(":")
         refuse = compile_case(model, config, args.calib, Path(tmp) / "too-large")
     print(f"{model} on {config} (too large): rc={refuse['rc']} in {refuse['wall_s']:.1f} s "

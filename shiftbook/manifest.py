@@ -78,7 +78,9 @@ def _check_keys(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
 @dataclass(frozen=True)
 class TileMeta:
     """How a layer was tiled: output row bands ``(y0, y1)``, input-channel chunks
-    ``(c0, c1, kh0, kh1)``, output-channel groups of ``cols``."""
+    ``(c0, c1, kh0, kh1)``, output-channel groups of ``cols``, and ``group_block`` groups per
+    block of the convolution's outermost loop (None: not recorded, pooling layers and older
+    bundles; one block of all groups)."""
 
     rows: int
     cols: int
@@ -86,6 +88,7 @@ class TileMeta:
     bands: tuple[tuple[int, int], ...]
     chunks: tuple[tuple[int, int, int, int], ...]
     out_w: int
+    group_block: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> TileMeta:
@@ -99,12 +102,17 @@ class TileMeta:
             chunks=tuple(_ints(c, "chunks", w, 4)
                          for c in _list(_get(d, "chunks", w), "chunks", w)),
             out_w=_int(_get(d, "out_w", w), "out_w", w, lo=1),
+            group_block=_int(d.get("group_block"), "group_block", w, lo=1, optional=True),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "cols": self.cols, "groups": self.groups,
-                "bands": [list(b) for b in self.bands], "chunks": [list(c) for c in self.chunks],
-                "out_w": self.out_w}
+        out: dict[str, Any] = {
+            "rows": self.rows, "cols": self.cols, "groups": self.groups,
+            "bands": [list(b) for b in self.bands], "chunks": [list(c) for c in self.chunks],
+            "out_w": self.out_w}
+        if self.group_block is not None:
+            out["group_block"] = self.group_block
+        return out
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ buffers (see docs/bundle.md for the metadata it records):
 - output pixels of a band in raster *tiles* of ``rows`` pixels (wrapping across output rows);
 - the reduction in channel *chunks* when a group's weights do not fit half of WGT or a band's
   channels do not fit ACT (``clear`` on the first chunk, ``drain`` on the last), and in
-  kernel-row chunks (one channel each) when one channel's kernel does not fit WGT.
+  kernel-row chunks (one channel each) when one channel's kernel does not fit WGT;
+- groups in *blocks* of ``group_block`` (the outermost loop, :meth:`ConvPlan.blocked`): with
+  several bands and more weights than WGT holds, a block whose weights all stay in WGT reads
+  each weight row once per inference, and the input once per block instead.
 
 ACT, WGT and BIAS are cut into equal slots (``n_act``, ``n_wgt``, ``n_bias``), OUT into two
 (one if a band does not fit half); ``conv_schedule.py`` fills them.
@@ -17,7 +20,7 @@ ACT, WGT and BIAS are cut into equal slots (``n_act``, ``n_wgt``, ``n_bias``), O
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shiftbook import weights
 from shiftbook.config import CoreConfig
@@ -26,7 +29,7 @@ from shiftbook.sw.compiler.tiling import CompileError, input_bands, out_band_lim
 from shiftbook.sw.ir import Conv2d
 from shiftbook.weights import CodebookWeights
 
-__all__ = ["ConvPlan", "plan_conv", "check_codebook"]
+__all__ = ["ConvPlan", "plan_conv", "conv_candidates", "check_codebook"]
 
 
 @dataclass
@@ -61,6 +64,34 @@ class ConvPlan:
     fmt: CodebookWeights | None = None
     idx_per_row: int = 0
     chunk_wrows: list[tuple[int, int]] | None = None
+    # Output groups per block (the schedule's outermost loop); 0 when constructed: all groups.
+    group_block: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group_block <= 0:
+            self.group_block = self.groups
+
+    @property
+    def group_blocks(self) -> list[tuple[int, int]]:
+        """Groups ``[g0, g1)`` of each block, in schedule order."""
+        gb = self.group_block
+        return [(g0, min(self.groups, g0 + gb)) for g0 in range(0, self.groups, gb)]
+
+    @property
+    def resident_groups(self) -> int:
+        """Most groups whose weights (every chunk) the WGT slots hold at once (0: not one)."""
+        return min(self.groups, self.n_wgt // len(self.chunks))
+
+    def blocked(self) -> ConvPlan | None:
+        """This plan with groups in blocks whose weights stay in WGT, or None where that
+        changes nothing (one band, all weights resident, or not even one group resident).
+        The blocks are as few as the largest resident block gives, and as equal as possible
+        (spare WGT slots for the next block's weights while the last band computes)."""
+        fit = self.resident_groups
+        if len(self.bands) < 2 or fit >= self.groups or fit == 0:
+            return None
+        nblocks = -(-self.groups // fit)
+        return replace(self, group_block=-(-self.groups // nblocks))
 
     @property
     def group_wrows(self) -> int:
@@ -159,6 +190,22 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
     return ConvPlan(op.name, C, H, W, O, KH, KW, sy, sx, (pt, pl, pb, pr), OH, OW, groups,
                     bands, band_in, chunks, act_ranges, a_plane, act_slot, n_act, wgt_slot,
                     n_wgt, n_bias, out_slot, n_out)
+
+
+def conv_candidates(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig) -> list[ConvPlan]:
+    """The tilings the compiler times for a layer (``program._choose_plan``), plain first: the
+    plain plan, the double-buffered ACT plan where its bands differ, each followed by its
+    blocked variant (:meth:`ConvPlan.blocked`) where that changes something. All of them have
+    the same parameter blobs and layer registers; the blocked variants the same COMPUTEs."""
+    plan = plan_conv(op, x, y, cfg)
+    alt = plan_conv(op, x, y, cfg, double_act=True)
+    out = []
+    for p in [plan] if alt.bands == plan.bands else [plan, alt]:
+        out.append(p)
+        b = p.blocked()
+        if b is not None:
+            out.append(b)
+    return out
 
 
 def check_codebook(op: Conv2d, cfg: CoreConfig) -> CodebookWeights:

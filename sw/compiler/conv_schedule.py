@@ -1,12 +1,15 @@
 """Scheduling of one tiled convolution (a :class:`~shiftbook.sw.compiler.conv_plan.ConvPlan`)
 into instructions.
 
-Loop order: band, group, tile, chunk. ACT, WGT and BIAS are cut into equal slots (a
-:class:`SlotPool` each); a resource (band x channel range, group x chunk, group) is loaded into
-a slot on demand or prefetched while earlier tiles compute, the victim chosen by furthest next
-use (the whole schedule is known). OUT alternates two slots: group g+1 computes while group g
-is stored; with a residual, RES alternates two slots at the same offsets, loaded one output
-unit ahead.
+Loop order: group block, band, group, tile, chunk (one block of all groups unless the plan
+has several, ``ConvPlan.group_block``; the bands run forwards in even blocks and backwards in
+odd ones, so the band in ACT at a block's end is the next block's first). ACT, WGT and BIAS are
+cut into equal slots (a :class:`SlotPool` each); a resource (band x channel range, group x
+chunk, group) is loaded into a slot on demand or prefetched while earlier tiles compute, the
+victim chosen by furthest next use (the whole schedule is known): a block whose weights fit
+the WGT slots loads each of them once. An output *unit* is one (band, group), numbered in
+schedule order; OUT alternates two slots: unit u+1 computes while unit u is stored; with a
+residual, RES alternates two slots at the same offsets, loaded one output unit ahead.
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ class ConvScheduler:
         self.ress = [Slot("RES", i, i * plan.out_slot_bytes, plan.out_slot_bytes)
                      for i in range(plan.n_out)]
         self.n_units = len(plan.bands) * plan.groups
+        # Output units (band, group) in schedule order, and each one's number.
+        self.units = [(b, g) for blk, (g0, g1) in enumerate(plan.group_blocks)
+                      for b in self._band_order(blk) for g in range(g0, g1)]
+        self.unit_of = {bg: u for u, bg in enumerate(self.units)}
         self.steps = self._all_steps()
         self.uses, self.events = self._uses_and_events()
         self.ev_ptr = 0
@@ -74,15 +81,18 @@ class ConvScheduler:
         self.prefetch_piece = max(4 * cfg.mem_latency, tile_cycles - cfg.mem_latency - 8)
 
     # ---- the schedule's resources ----
+    def _band_order(self, block: int) -> range:
+        """The bands of group block ``block`` in schedule order (odd blocks backwards)."""
+        n = len(self.plan.bands)
+        return range(n - 1, -1, -1) if block % 2 else range(n)
+
     def _all_steps(self) -> list[Step]:
-        """Every (band, group, tile start pixel, chunk) in loop order."""
+        """Every (band, group, tile start pixel, chunk) in loop order (the units' order)."""
         plan, steps = self.plan, []
-        for b in range(len(plan.bands)):
-            tiles = plan.tiles(b, self.cfg.rows)
-            for g in range(plan.groups):
-                for p0 in tiles:
-                    for k in range(len(plan.chunks)):
-                        steps.append((b, g, p0, k))
+        for b, g in self.units:
+            for p0 in plan.tiles(b, self.cfg.rows):
+                for k in range(len(plan.chunks)):
+                    steps.append((b, g, p0, k))
         return steps
 
     def act_range_of(self, c0: int) -> int:
@@ -166,7 +176,7 @@ class ConvScheduler:
         res, plan, B = self.res, self.plan, self.B
         assert res is not None
         NC = self.cfg.cols
-        b, g = divmod(u, plan.groups)
+        b, g = self.units[u]
         oy0, oy1 = plan.bands[b]
         return dma_pieces(Opcode.LOAD, Buf.RES,
                           (res.addr + g * NC * res.plane + oy0 * res.pitch) // B,
@@ -192,7 +202,11 @@ class ConvScheduler:
             self.em.enqueue([(p, None) for p in self.res_pieces(u)], slot)
 
     def pick_victim(self, pool: SlotPool, i: int, need_at: int, busy: set[int],
-                    prefetch: bool) -> Slot | None:
+                    prefetch: bool, live_ok: bool = True) -> Slot | None:
+        """The slot to load a resource needed at step ``need_at`` into (at step ``i``): the
+        one whose resource is used again furthest ahead, never one used by then; for a
+        prefetch only slots no unsynced COMPUTE reads, and with ``live_ok`` False only free
+        slots or slots whose resource is not used again."""
         best, best_use = None, -2
         for s in pool.slots:
             if id(s) in busy or s.queued:
@@ -201,6 +215,8 @@ class ConvScheduler:
                 continue
             nu = self.next_use(s.key, i)
             if nu <= need_at and s.key is not None:
+                continue
+            if not live_ok and nu < 1 << 60:
                 continue
             if nu > best_use:
                 best, best_use = s, nu
@@ -233,17 +249,24 @@ class ConvScheduler:
 
     def prefetch(self, i: int) -> None:
         """Queue the next resource of the coming steps that is not loaded (if a slot is free
-        of unsynced COMPUTEs) while the DMA queue is empty."""
+        of unsynced COMPUTEs) while the DMA queue is empty. Only a buffer's next resource may
+        evict one that is used again: loaded further ahead, it would evict by what is known
+        now a resource that later turns out to be needed before the one evicted next (one
+        extra load each time, every weight read twice in two bands of seven WGT slots for
+        eight groups)."""
         events = self.events
         while self.ev_ptr < len(events) and events[self.ev_ptr][0] <= i:
             self.ev_ptr += 1
         if self.em.queue:
             return
+        seen: set[str] = set()
         for j, key in events[self.ev_ptr: self.ev_ptr + PREFETCH_LOOKAHEAD]:
             pool = self.pools[key[0]]
+            first = key[0] not in seen
+            seen.add(key[0])
             if pool.find(key) is not None:
                 continue
-            slot = self.pick_victim(pool, i, j, set(), prefetch=True)
+            slot = self.pick_victim(pool, i, j, set(), prefetch=True, live_ok=first)
             if slot is None:
                 continue  # a later resource may still have a free slot
             slot.assign(key)
@@ -255,7 +278,7 @@ class ConvScheduler:
     def store_unit(self, u: int) -> None:
         """Queue (at the front) the STORE of output unit ``u``'s band from its OUT slot."""
         plan, y, B, NC = self.plan, self.y, self.B, self.cfg.cols
-        b, g = divmod(u, plan.groups)
+        b, g = self.units[u]
         oy0, oy1 = plan.bands[b]
         slot = self.outs[u % plan.n_out]
         ncols = min(NC, plan.O - g * NC)
@@ -296,7 +319,7 @@ class ConvScheduler:
         R, NC = cfg.rows, cfg.cols
         pt, pl, _, _ = plan.pad
         b, g, p0, k = st
-        u = b * plan.groups + g
+        u = self.unit_of[b, g]
         ka, kw, kb = self.keys_of(st)
         oy0, oy1 = plan.bands[b]
         lo, hi = plan.band_in[b]

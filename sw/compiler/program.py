@@ -9,7 +9,7 @@ aligned to 64 bytes (or the bus width if larger): every tensor of the graph in g
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,9 +26,9 @@ from shiftbook.sw.compiler.conv import (
     codebook_weight_bytes,
     conv_bias_bytes,
     conv_weight_bytes,
-    plan_conv,
     schedule_conv,
 )
+from shiftbook.sw.compiler.conv_plan import conv_candidates
 from shiftbook.sw.compiler.emitter import Emitter
 from shiftbook.sw.compiler.layout import memory_error, param_sizes
 from shiftbook.sw.compiler.pool import plan_pool, pool_bias_bytes, pool_layer_meta, schedule_pool
@@ -88,29 +88,61 @@ def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig
             "rows": cfg.rows, "cols": cfg.cols, "groups": plan.groups,
             "bands": [list(b) for b in plan.bands],
             "chunks": [list(c) for c in plan.chunks],
-            "out_w": plan.OW,
+            "out_w": plan.OW, "group_block": plan.group_block,
         },
         "weights": wmeta,
         **extra,
     }
 
 
+def _cycle_floor(plan: ConvPlan, cfg: CoreConfig, op: Conv2d, x: Placement, y: Placement,
+                 res: Placement | None) -> int:
+    """Cycles no schedule of ``plan`` beats: its reduction steps (one COMPUTE step a cycle),
+    and the bus words of the one memory port: the output (and residual) moved once, every
+    band of a block reading all the block's weights and every block the whole input, with at
+    most a full WGT (ACT) left from the band (block) before."""
+    tiles = sum(len(plan.tiles(b, cfg.rows)) for b in range(len(plan.bands)))
+    steps = tiles * plan.groups * plan.KW * sum((c1 - c0) * (k1 - k0)
+                                                for c0, c1, k0, k1 in plan.chunks)
+    wcap = cfg.wbuf_rows * cfg.wbuf_row_bytes
+    w_all = param_sizes(op, cfg, plan)[0]
+    nbands = len(plan.bands)
+    words = 0
+    for g0, g1 in plan.group_blocks:
+        w = w_all * (g1 - g0) // plan.groups
+        words += w + (nbands - 1) * max(0, w - wcap)
+    x_all = plan.C * (plan.band_in[-1][1] - plan.band_in[0][0]) * x.pitch
+    words += x_all + (len(plan.group_blocks) - 1) * max(0, x_all - cfg.abuf_bytes)
+    words += plan.O * plan.OH * (y.pitch + (res.pitch if res is not None else 0))
+    return max(steps, words // cfg.bus_bytes)
+
+
 def _choose_plan(em: Emitter, op: Conv2d, cfg: CoreConfig, x: Placement, y: Placement,
                  w_addr: int, b_addr: int, index: int, res: Placement | None,
                  cb_addr: int | None) -> ConvPlan:
-    """The layer's tiling: the plain one, or the one with double-buffered ACT bands where
-    that differs and the cycle model (``shiftbook.timing``) times the layer, scheduled as a
-    program of its own, strictly faster."""
-    plan = plan_conv(op, x, y, cfg)
-    alt = plan_conv(op, x, y, cfg, double_act=True)
-    if alt.bands == plan.bands:
-        return plan
-    costs = []
-    for cand in (plan, alt):
+    """The layer's tiling among ``conv_candidates`` (plain or double-buffered ACT bands, each
+    with all groups in one block or in blocks whose weights stay in WGT): where there is more
+    than one, each is scheduled as a program of its own and timed by the cycle model
+    (``shiftbook.timing``); the fewest cycles win, ties go to fewer external bytes, then to
+    the earlier candidate. A candidate whose :func:`_cycle_floor` is above the best time so
+    far is not scheduled (the lowest floors go first)."""
+    cands = conv_candidates(op, x, y, cfg)
+    if len(cands) == 1:
+        return cands[0]
+    floors = [_cycle_floor(c, cfg, op, x, y, res) for c in cands]
+    best: tuple[int, int, int] | None = None
+    for i in sorted(range(len(cands)), key=lambda i: floors[i]):   # likely winners first
+        if best is not None and floors[i] > best[0]:
+            continue
         trial = Emitter(regs=dict(em.regs))
-        schedule_conv(trial, op, cand, cfg, x, y, w_addr, b_addr, index, res, cb_addr)
-        costs.append(estimate_program(cfg, [*trial.insns, Insn(Opcode.END, {})]).total)
-    return plan if costs[0] <= costs[1] else alt
+        schedule_conv(trial, op, cands[i], cfg, x, y, w_addr, b_addr, index, res, cb_addr)
+        cycles = estimate_program(cfg, [*trial.insns, Insn(Opcode.END, {})]).total
+        moved = sum(t.args["words"] * t.args["runs"] for t in trial.insns
+                    if t.op in (Opcode.LOAD, Opcode.STORE))
+        if best is None or (cycles, moved, i) < best:
+            best = (cycles, moved, i)
+    assert best is not None
+    return cands[best[2]]
 
 
 def _alloc(mem: MemoryImage, op: Conv2d, what: str, size: int, data: bytes) -> int:
@@ -122,8 +154,20 @@ def _alloc(mem: MemoryImage, op: Conv2d, what: str, size: int, data: bytes) -> i
     return mem.alloc(size, data)
 
 
-def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
-                  data_base: int) -> CompiledProgram:
+@dataclass
+class _Layout:
+    """A scheduled program before encoding: instructions, the memory allocator with its
+    initial chunks, tensor placements and layer records."""
+
+    insns: list[Insn]
+    mem: MemoryImage
+    places: dict[str, Placement]
+    layers: list[dict[str, Any]]
+
+
+def _lay_out(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
+             data_base: int) -> _Layout:
+    """Place every tensor and parameter blob from ``data_base`` on and schedule every layer."""
     mem = MemoryImage(cfg.bus_bytes, data_base)
     places: dict[str, Placement] = {}
     for name, spec in graph.tensors.items():
@@ -181,17 +225,50 @@ def _compile_once(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
         layers.append(_layer_meta(index, op, plan, graph, cfg, len(wb), w_addr, b_addr,
                                   len(bb), extra))
     em.insns.append(Insn(Opcode.END, {}))
+    return _Layout(em.insns, mem, places, layers)
+
+
+def _relocated(lay: _Layout, delta: int, bus_bytes: int) -> _Layout:
+    """``lay`` with every data address ``delta`` bytes higher (a multiple of the allocator's
+    alignment): what :func:`_lay_out` gives at a ``data_base`` ``delta`` higher, since every
+    allocation is aligned and no scheduling decision reads an address (the DMA pieces and
+    the plan trials depend on sizes and strides only; tests/sw/test_compiler.py checks the
+    equality). LOAD/STORE ``ext_addr`` are the only instruction fields holding one."""
+    assert delta % lay.mem.align == 0 and delta % bus_bytes == 0
+    dw = delta // bus_bytes
+    insns = [Insn(t.op, {**t.args, "ext_addr": t.args["ext_addr"] + dw})
+             if t.op in (Opcode.LOAD, Opcode.STORE) else t for t in lay.insns]
+    mem = MemoryImage(lay.mem.bus_bytes, 0, lay.mem.align)
+    mem.top = lay.mem.top + delta
+    mem.chunks = [(a + delta, d) for a, d in lay.mem.chunks]
+    places = {k: replace(p, addr=p.addr + delta) for k, p in lay.places.items()}
+    layers = []
+    for rec in lay.layers:
+        rec = dict(rec)
+        if rec["weight_bytes"]:
+            rec["weight_addr"] += delta
+        rec["bias_addr"] += delta
+        w = rec["weights"]
+        if w.get("codebook_addr") is not None:
+            rec["weights"] = {**w, "codebook_addr": w["codebook_addr"] + delta}
+        layers.append(rec)
+    return _Layout(insns, mem, places, layers)
+
+
+def _finish(lay: _Layout, graph: Graph, cfg: CoreConfig) -> CompiledProgram:
+    """Check field widths, encode and build the memory image of a laid-out program whose
+    data starts after its instructions."""
     # The core latches each field at a config-derived width: refuse a value it would cut.
-    too_wide = check_fields(em.insns, cfg)
+    too_wide = check_fields(lay.insns, cfg)
     if too_wide is not None:
         raise CompileError(too_wide)
-    program = encode_program(em.insns)
-    if len(program) > data_base and data_base > 0:
-        raise AssertionError("program grew between passes")
-    image = mem.image(program)
+    program = encode_program(lay.insns)
+    if lay.mem.chunks and min(a for a, _ in lay.mem.chunks) < len(program):
+        raise AssertionError("data placed over the program")
+    image = lay.mem.image(program)
     if len(image) > cfg.mem_words * cfg.bus_bytes:
         raise CompileError(memory_error(len(image), cfg))
-    return CompiledProgram(cfg, em.insns, program, image, places, layers,
+    return CompiledProgram(cfg, lay.insns, program, image, lay.places, lay.layers,
                            list(graph.inputs), list(graph.outputs))
 
 
@@ -205,7 +282,8 @@ def compile_graph(graph: Graph, cfg: CoreConfig,
         if np.asarray(inputs[name]).shape != graph.tensors[name].shape:
             raise CompileError(f"input {name!r} has shape {np.asarray(inputs[name]).shape}, "
                                f"expected {graph.tensors[name].shape}")
-    # Pass 1 sizes the program (instruction counts do not depend on data addresses).
-    first = _compile_once(graph, cfg, inputs, 0)
-    base = len(first.insns) * INSN_BYTES
-    return _compile_once(graph, cfg, inputs, base)
+    # Laid out from address 0, then moved past the instructions (their count does not
+    # depend on data addresses): one scheduling pass.
+    lay = _lay_out(graph, cfg, inputs, 0)
+    delta = lay.mem._up(len(lay.insns) * INSN_BYTES)
+    return _finish(_relocated(lay, delta, cfg.bus_bytes), graph, cfg)

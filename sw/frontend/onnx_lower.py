@@ -21,6 +21,7 @@ from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import SumPool2d, TensorSpec
 
 from .errors import FrontendError
+from .fast_requant import requantize_fused
 from .lowered import Lowered
 from .onnx_import import OnnxSource
 from .quantize import _Quantizer
@@ -55,17 +56,15 @@ class _FixedQuantizer(_Quantizer):
                 self.notes.append(f"layer {lay.name}: quantizer scale 2^-{f} is finer than its "
                                   f"accumulator's 2^-{cap}; calibrated instead")
             return super().calibrate_output(lay, op, in_frac)
-        o = op.out_channels
         acc_frac = in_frac + op.w_frac
-        bias, res_shift = op.bias.reshape(1, o, 1, 1), op.res_shift.reshape(1, o, 1, 1)
         res = self.env[lay.residual] if lay.residual else None
         raw = self.layer_acc(lay, op.weight)
         self.accs = []
         op.shift = np.minimum(acc_frac - f, self.cfg.acc_bits).astype(np.int64)
         self.graph.add_tensor(TensorSpec(lay.output, lay.out_shape, f))
         self.graph.add_op(op)
-        out = nx.requantize(raw, bias, op.shift.reshape(1, o, 1, 1), relu=lay.relu,
-                            residual=res, res_shift=res_shift)
+        out = requantize_fused(raw, op.bias, op.shift, relu=lay.relu, residual=res,
+                               res_shift=op.res_shift if res is not None else None)
         self.env[lay.output] = out
         return f, float(np.mean((out == 127) | (out == -128)))
 

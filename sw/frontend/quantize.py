@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
@@ -55,6 +54,7 @@ from shiftbook.weights import WeightFormatError
 from .adaptation import measure_adaptation
 from .errors import FrontendError
 from .fast_acc import shift_conv_acc
+from .fast_requant import acc_extremes, requantize_fused, saturated_fraction
 from .gptq import GptqFactor, gptq_factor, gptq_round
 from .lowered import Lowered
 from .precheck import GAIN_TOLERANCE, core_codebook
@@ -67,6 +67,26 @@ __all__ = ["act_frac", "quantize_input", "quantize_net", "Lowered", "WEIGHT_MODE
 
 WEIGHT_MODES = ("auto", "keep", "ptq")
 ROUNDINGS = ("linear", "log")
+
+
+
+def mean_window(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, int],
+                padding: tuple[int, int, int, int]) -> np.ndarray:
+    """``(C, KH, KW)``: the mean, over images and output pixels, of the input each kernel
+    tap reads (padding: top, left, bottom, right; zeros outside). Summed over the images
+    first (exact in float64 for integer inputs), then one strided slice per tap."""
+    kh, kw = int(kernel[0]), int(kernel[1])
+    sy, sx = stride
+    t, left, b, r = padding
+    xs = np.pad(np.asarray(x).sum(axis=0, dtype=np.float64), ((0, 0), (t, b), (left, r)))
+    c, hp, wp = xs.shape
+    oh, ow = (hp - kh) // sy + 1, (wp - kw) // sx + 1
+    out = np.empty((c, kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i, j] = xs[:, i:i + sy * (oh - 1) + 1:sy, j:j + sx * (ow - 1) + 1:sx].sum(
+                axis=(1, 2))
+    return out / (x.shape[0] * oh * ow)
 
 
 def _compact(a: np.ndarray) -> np.ndarray:
@@ -114,6 +134,8 @@ class _Quantizer:
         # (layer, codes, accumulators of those codes on the layer's calibration input): the
         # last two (a layer's final and unadapted codes)
         self.accs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        # ((layer, input frac), mean_window of its real calibration input): bias correction
+        self.win_mean: tuple[Any, np.ndarray] = (None, np.zeros(0))
         self.eb = cfg.exp_bits
         self.emax = (1 << cfg.exp_bits) - 1
         self.limit = (1 << (cfg.acc_bits - 1)) - 1
@@ -265,17 +287,18 @@ class _Quantizer:
     def bias_error(self, lay: FLayer, codes: np.ndarray, wf: np.ndarray,
                    in_frac: int) -> np.ndarray:
         """Per output channel, the mean of (shift-weight conv - float conv) on the layer's
-        calibration input: subtracted from the bias (bias correction)."""
-        x = self.env[lay.input]
+        calibration input: subtracted from the bias (bias correction). The convolution is
+        linear, so that mean is the weight error contracted with the mean input window
+        (:func:`mean_window`): no convolution at all, the same value up to float rounding."""
         o = codes.shape[0]
-        q = self.layer_acc(lay, codes) * np.exp2(-(in_frac + wf).astype(np.float64)).reshape(
-            1, o, 1, 1)
-        t, left, b, r = lay.padding
-        # float32: a statistic (the mean error), not an exact value; 7x faster than float64
-        xt = F.pad(torch.from_numpy((x * 2.0**-in_frac).astype(np.float32)), (left, r, t, b))
-        f = F.conv2d(xt, torch.from_numpy(lay.weight.astype(np.float32)),
-                     stride=lay.stride).numpy()
-        return (q - f).mean(axis=(0, 2, 3), dtype=np.float64)
+        wq = nx.decode_shift(codes, self.eb) * np.exp2(-wf.astype(np.float64)).reshape(
+            o, 1, 1, 1)
+        key = (lay.name, in_frac)
+        if self.win_mean[0] != key:
+            self.win_mean = (key, mean_window(self.env[lay.input], lay.weight.shape[2:],
+                                              lay.stride, lay.padding) * 2.0**-in_frac)
+        dw = (wq - lay.weight.astype(np.float64)).reshape(o, -1)
+        return dw @ self.win_mean[1].reshape(-1)
 
     def conv(self, lay: FLayer) -> None:
         """Lower a conv/linear/identity layer: weights, accumulator fit, bias, op, output
@@ -401,21 +424,29 @@ class _Quantizer:
         res = self.env[lay.residual] if lay.residual else None
         raw = self.layer_acc(lay, op.weight)
         self.accs = []
-        acc = raw + bias
-        if res is not None:
-            acc = acc + nx.align_residual(res, res_shift)
-        real = acc * np.exp2(-acc_frac.astype(np.float64)).reshape(1, o, 1, 1)
-        if lay.relu:
-            real = np.maximum(real, 0.0)
+        rs = op.res_shift if res is not None else None
+        scale = np.exp2(-acc_frac.astype(np.float64))
+        if self.percentile >= 100 and raw.size:
+            # the largest |real output| from per-channel extremes (exact: a power-of-two
+            # scale times an integer below 2**53), without the real tensor
+            hi, lo = acc_extremes(raw, op.bias, res, rs)
+            top = float(np.max(np.maximum(hi, 0) * scale if lay.relu
+                               else np.maximum(hi * scale, -lo * scale)))
+        else:
+            acc = raw + bias
+            if res is not None:
+                acc = acc + nx.align_residual(res, res_shift)
+            real = acc * scale.reshape(1, o, 1, 1)
+            top = self.top(np.maximum(real, 0.0) if lay.relu else real)
         cap = int(acc_frac.min())
-        top = self.top(real)
         out_frac = act_frac(top, cap) if top > 0 else min(cap, in_frac)
         op.shift = np.minimum(acc_frac - out_frac, self.cfg.acc_bits).astype(np.int64)
         self.graph.add_tensor(TensorSpec(lay.output, lay.out_shape, out_frac))
         self.graph.add_op(op)
-        self.env[lay.output] = nx.requantize(raw, bias, op.shift.reshape(1, o, 1, 1),
-                                             relu=lay.relu, residual=res, res_shift=res_shift)
-        return out_frac, float(np.mean(np.abs(real * 2.0**out_frac) > 127.5))
+        self.env[lay.output] = requantize_fused(raw, op.bias, op.shift, relu=lay.relu,
+                                                residual=res, res_shift=rs)
+        return out_frac, saturated_fraction(raw, op.bias, scale * 2.0**out_frac,
+                                            relu=lay.relu, residual=res, res_shift=rs)
 
     def adaptation(self, lay: FLayer, before: tuple[np.ndarray, np.ndarray, np.ndarray],
                    after: tuple[np.ndarray, np.ndarray, np.ndarray], in_frac: int, *,

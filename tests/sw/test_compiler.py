@@ -163,12 +163,12 @@ def test_base_64x64_3x3_schedule_keeps_the_array_busy():
 
 def test_banded_layer_picks_the_faster_tiling():
     """128->128 3x3/2 on 28x28 does not fit ACT at once (base, WGT pinned to 4096 rows): two
-    large bands (one ACT slot) or five small double-buffered bands. The compiler picks the
-    tiling the cycle model (equal to the RTL) times faster: here the five bands, by about
-    1000 cycles (the compiler's former quick replay preferred the two)."""
-    import dataclasses
-
-    from shiftbook.sw.compiler.conv import plan_conv, schedule_conv
+    large bands (one ACT slot) or five small double-buffered bands, each with all eight groups
+    in one block or in blocks whose weights stay in WGT. The compiler picks the candidate the
+    cycle model (equal to the RTL) times fastest: five bands beat two by about 1000 cycles
+    (the compiler's former quick replay preferred the two)."""
+    from shiftbook.sw.compiler.conv import schedule_conv
+    from shiftbook.sw.compiler.conv_plan import conv_candidates
     from shiftbook.sw.compiler.emitter import Emitter
 
     cfg = dataclasses.replace(PRESETS["base"], wbuf_rows=4096)
@@ -179,13 +179,51 @@ def test_banded_layer_picks_the_faster_tiling():
     x, y = prog.tensors["x"], prog.tensors["y"]
     lay = prog.layers[0]
     cycles = {}
-    for double_act in (False, True):
-        plan = plan_conv(layer.op, x, y, cfg, double_act=double_act)
+    for plan in conv_candidates(layer.op, x, y, cfg):
         em = Emitter()
         schedule_conv(em, layer.op, plan, cfg, x, y, lay.weight_addr, lay.bias_addr, 0)
-        cycles[len(plan.bands)] = estimate_program(cfg, [*em.insns, Insn(Opcode.END, {})]).total
-    assert sorted(cycles) == [2, 5]
-    chosen = len(lay.tiles.bands)
-    assert chosen == 5 and cycles[5] < cycles[2]
+        key = (len(plan.bands), plan.group_block)
+        cycles[key] = estimate_program(cfg, [*em.insns, Insn(Opcode.END, {})]).total
+    assert {b for b, _ in cycles} == {2, 5}
+    chosen = (len(lay.tiles.bands), lay.tiles.group_block)
+    assert chosen[0] == 5 and cycles[chosen] == min(cycles.values())
+    assert min(c for (b, _), c in cycles.items() if b == 5) + 500 < \
+        min(c for (b, _), c in cycles.items() if b == 2)
     # The layer's program is the chosen plan's schedule followed by END.
     assert cycles[chosen] == est
+
+
+def _relocation_cases():
+    import torch
+
+    from shiftbook.sw.frontend import lower
+    from shiftbook.sw.models import build_model
+
+    res = random_layer("conv", 48, 48, 3, 1, 1, 28, seed=3, residual=True)
+    cb = random_layer("conv", 13, 9, 3, size=5, seed=1, exp_bits=4, weights="pq", k=32, d=18)
+    torch.manual_seed(0)
+    net = lower(build_model("resnet8", num_classes=10, in_channels=1, seed=0).eval(),
+                calib=torch.rand(4, 1, 32, 32), input_shape=(1, 32, 32))
+    x = np.random.default_rng(0).integers(-128, 128, net.graph.tensors[net.graph.inputs[0]].shape)
+    return [("residual", res.graph, res.inputs, PRESETS["base"]),
+            ("codebook", cb.graph, cb.inputs, dataclasses.replace(SMALL, wbuf_rows=8)),
+            ("resnet8", net.graph, {net.graph.inputs[0]: x}, SMALL)]
+
+
+def test_one_pass_relocation_equals_a_layout_at_the_final_base():
+    """compile_graph schedules once from address 0 and moves the data past the program; that
+    equals laying out (and choosing every plan) at the final data base directly:
+    instructions, memory image, placements and layer records."""
+    from shiftbook.isa import INSN_BYTES
+    from shiftbook.sw.compiler.program import _finish, _lay_out
+
+    for name, graph, inputs, cfg in _relocation_cases():
+        prog = compile_graph(graph, cfg, inputs)
+        base = len(prog.insns) * INSN_BYTES
+        direct = _finish(_lay_out(graph, cfg, inputs, base), graph, cfg)
+        assert prog.insns == direct.insns, name
+        assert prog.memory == direct.memory, name
+        assert prog.tensors == direct.tensors, name
+        assert [lay.to_dict() for lay in prog.layers] == \
+            [lay.to_dict() for lay in direct.layers], name
+        assert min(p.addr for p in prog.tensors.values()) >= base, name

@@ -58,3 +58,67 @@ def test_compiled_gptq_loop_equals_numpy_loop(rounding):
     a = gptq.gptq_round(w, wf, factor, 4, rounding, compiled=True)
     b = gptq.gptq_round(w, wf, factor, 4, rounding, compiled=False)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("n,c,h,k,s,pad", [
+    (3, 4, 9, 3, 1, (1, 1, 1, 1)), (2, 5, 8, 3, 2, (1, 0, 1, 1)), (4, 3, 7, 1, 2, (0, 0, 0, 0)),
+    (2, 6, 1, 1, 1, (0, 0, 0, 0)), (2, 3, 12, 7, 2, (3, 3, 3, 2))])
+def test_mean_window_gives_the_mean_conv_output(n, c, h, k, s, pad):
+    """Bias correction's mean error without a convolution: the weights contracted with the
+    mean input window equal the float64 convolution's per-channel mean (padding: top, left,
+    bottom, right, asymmetric included)."""
+    import torch
+    import torch.nn.functional as F
+
+    from shiftbook.sw.frontend.quantize import mean_window
+
+    rng = np.random.default_rng(n * 100 + h)
+    x = rng.integers(-128, 128, (n, c, h, h)).astype(np.int8)
+    w = rng.normal(size=(5, c, k, k))
+    t, left, b, r = pad
+    conv = F.conv2d(F.pad(torch.from_numpy(x.astype(np.float64)), (left, r, t, b)),
+                    torch.from_numpy(w), stride=s).numpy().mean(axis=(0, 2, 3))
+    got = w.reshape(5, -1) @ mean_window(x, (k, k), (s, s), pad).reshape(-1)
+    np.testing.assert_allclose(got, conv, rtol=1e-12, atol=1e-12 * np.abs(conv).max())
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_res", [False, True])
+def test_fused_requantization_equals_the_golden_rule(relu, with_res):
+    """requantize_fused equals numerics.requantize element for element, and acc_extremes /
+    saturated_fraction equal the numpy statistics the output calibration used, on
+    accumulators near the 32-bit limits, shifts of both signs (zero included) and residual
+    alignments of both signs."""
+    from shiftbook.sw.frontend.fast_requant import (
+        acc_extremes,
+        requantize_fused,
+        saturated_fraction,
+    )
+
+    rng = np.random.default_rng(7 + relu + 2 * with_res)
+    n, o, h = 3, 9, 5
+    raw = rng.integers(-(1 << 31), 1 << 31, (n, o, h, h)).astype(np.int64)
+    raw[0, 0, 0, :] = [-(1 << 31), (1 << 31) - 1, 0, 1, -1]
+    raw[1] //= 1 << rng.integers(0, 30, (o, 1, 1))       # small values too
+    bias = rng.integers(-(1 << 20), 1 << 20, o)
+    shift = np.array([-3, -1, 0, 1, 2, 7, 15, 24, 31])
+    res = rng.integers(-128, 128, (n, o, h, h)).astype(np.int8) if with_res else None
+    rs = np.array([-7, -2, -1, 0, 0, 1, 3, 8, 20]) if with_res else None
+    shp = (1, o, 1, 1)
+    want = nx.requantize(raw, bias.reshape(shp), shift.reshape(shp), relu=relu, residual=res,
+                         res_shift=0 if rs is None else rs.reshape(shp))
+    got = requantize_fused(raw, bias, shift, relu=relu, residual=res, res_shift=rs)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
+    acc = raw + bias.reshape(shp)
+    if with_res:
+        acc = acc + nx.align_residual(res, rs.reshape(shp))
+    hi, lo = acc_extremes(raw, bias, res, rs)
+    np.testing.assert_array_equal(hi, acc.max(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(lo, acc.min(axis=(0, 2, 3)))
+    scale = np.exp2(-np.arange(o, dtype=np.float64) - 20)
+    real = acc * scale.reshape(shp)
+    if relu:
+        real = np.maximum(real, 0.0)
+    assert saturated_fraction(raw, bias, scale, relu=relu, residual=res, res_shift=rs) == \
+        float(np.mean(np.abs(real) > 127.5))
