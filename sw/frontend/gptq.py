@@ -54,12 +54,14 @@ def _input_rows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
         rows = np.sort(np.random.default_rng(0).choice(total, _GPTQ_ROWS, replace=False))
     img, pix = np.divmod(rows, oh * ow)
     oy, ox = np.divmod(pix, ow)
-    # every window as a view (N, C, OH, OW, KH, KW); the picked ones gathered at once:
-    # (rows, C, KH, KW) -> (rows, C*KH*KW), channel-major, kernel rows, then columns (unfold)
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[
-        :, :, ::sy, ::sx][:, :, :oh, :ow]
-    pat = win.transpose(0, 2, 3, 1, 4, 5)[img, oy, ox]
-    return pat.reshape(len(rows), c * kh * kw)
+    # channels last, so each kernel tap of every picked window is one gather of whole
+    # channel vectors; out[r, c, tap] (channel-major, kernel rows, then columns: unfold's order)
+    xt = np.ascontiguousarray(xp.transpose(0, 2, 3, 1)).reshape(-1, c)
+    out = np.empty((len(rows), c, kh * kw), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i * kw + j] = xt[(img * hp + oy * sy + i) * wp + ox * sx + j]
+    return out.reshape(len(rows), c * kh * kw)
 
 
 def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
@@ -84,7 +86,7 @@ def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     spans = [np.arange(c0, min(k, c0 + step)) for c0 in range(0, k, step)]
     hs, deads = [], []
     for cols in spans:
-        xb = xs if len(spans) == 1 else xs[:, cols]
+        xb = xs[:, cols[0]: cols[-1] + 1]     # a view: numpy's A^T A on it is one syrk
         # float32 product (a weighting, not an exact value: 2x faster), summed rows in
         # float32 BLAS, then float64 for the factorization
         h = (xb.T @ xb).astype(np.float64) / n

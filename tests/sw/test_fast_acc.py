@@ -122,3 +122,24 @@ def test_fused_requantization_equals_the_golden_rule(relu, with_res):
         real = np.maximum(real, 0.0)
     assert saturated_fraction(raw, bias, scale, relu=relu, residual=res, res_shift=rs) == \
         float(np.mean(np.abs(real) > 127.5))
+
+
+@pytest.mark.parametrize("n,c,h,k,s,pad", [
+    (3, 5, 9, 3, 2, (1, 0, 1, 1)), (4, 3, 32, 7, 2, (3, 3, 3, 2)), (2, 7, 8, 1, 2, (0, 0, 0, 0)),
+    (40, 2, 30, 3, 1, (1, 1, 1, 1))])       # the last one has more windows than are picked
+def test_gptq_input_rows_are_unfold_rows(n, c, h, k, s, pad):
+    """The GPTQ calibration rows equal F.unfold's patches (channel-major, kernel rows, then
+    columns) at the picked windows, value for value."""
+    import torch
+    import torch.nn.functional as F
+
+    x = np.random.default_rng(h).integers(-128, 128, (n, c, h, h)) * 0.25
+    t, left, b, r = pad
+    cols = F.unfold(F.pad(torch.from_numpy(x.astype(np.float32)), (left, r, t, b)), k,
+                    stride=s)                                       # (N, C*K*K, L)
+    every = cols.transpose(1, 2).reshape(-1, c * k * k).numpy()
+    pick = np.arange(len(every))
+    if len(every) > gptq._GPTQ_ROWS:
+        pick = np.sort(np.random.default_rng(0).choice(len(every), gptq._GPTQ_ROWS,
+                                                       replace=False))
+    np.testing.assert_array_equal(gptq._input_rows(x, (k, k), (s, s), pad), every[pick])
