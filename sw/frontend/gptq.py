@@ -166,19 +166,22 @@ def _round_batch(blk: np.ndarray, ub: np.ndarray, up: np.ndarray, scale: np.ndar
                  errs: np.ndarray) -> None:
     """The columns of one lazy batch, in order, for every stacked block and output channel
     (channels are independent: each one's errors feed only its own later weights).
-    ``blk`` ``(blocks, O, n)`` is updated in place; ``pre``, ``got``, ``errs`` are written."""
-    nb, o, n = blk.shape
+    ``blk`` ``(blocks, n, O)`` (column-major: the innermost loop runs over the channels,
+    contiguous) is updated in place; ``pre``, ``got``, ``errs`` are written."""
+    nb, n, o = blk.shape
     for b in range(nb):
-        for r in range(o):
-            for j in range(n):
-                v = blk[b, r, j]
+        for j in range(n):
+            d = ub[b, j, j]
+            for r in range(o):
+                v = blk[b, j, r]
                 q = _round1(v, up[r], scale[r], emax, log)
-                pre[b, r, j] = v
-                got[b, r, j] = q
-                err = (v - q) / ub[b, j, j]
-                errs[b, r, j] = err
-                for c in range(j + 1, n):
-                    blk[b, r, c] -= err * ub[b, j, c]
+                pre[b, j, r] = v
+                got[b, j, r] = q
+                errs[b, j, r] = (v - q) / d
+            for c in range(j + 1, n):
+                u = ub[b, j, c]
+                for r in range(o):
+                    blk[b, c, r] -= errs[b, j, r] * u
 
 
 def gptq_round(w: np.ndarray, wf: np.ndarray, factor: GptqFactor, exp_bits: int,
@@ -188,7 +191,7 @@ def gptq_round(w: np.ndarray, wf: np.ndarray, factor: GptqFactor, exp_bits: int,
     by ``factor`` (:func:`gptq_factor` of the layer's calibration input).
 
     The diagonal blocks are independent (errors stay inside their block), so they are rounded
-    side by side: stacked ``(blocks, O, L)`` (shorter blocks padded with zero weights and an
+    side by side: stacked ``(blocks, L, O)`` (shorter blocks padded with zero weights and an
     identity factor, which round to zero with no error), one step per column position over
     every block and output channel at once. Inside a block lazy batch updates of
     ``_GPTQ_BLOCK`` columns: a vectorised rounding step per column and a rank-1 update of the
@@ -203,42 +206,41 @@ def gptq_round(w: np.ndarray, wf: np.ndarray, factor: GptqFactor, exp_bits: int,
     work = work[:, perm]
     nb = len(blocks)
     ln = max(b1 - b0 for b0, b1, _ in blocks)
-    stack = np.zeros((nb, o, ln))
+    # column-major stacks (blocks, column, channel): a column step updates every channel
+    stack = np.zeros((nb, ln, o))
     us = np.zeros((nb, ln, ln))
     for i, (b0, b1, u) in enumerate(blocks):
-        stack[i, :, : b1 - b0] = work[:, b0:b1]
+        stack[i, : b1 - b0] = work[:, b0:b1].T
         us[i, : b1 - b0, : b1 - b0] = u
         us[i, np.arange(b1 - b0, ln), np.arange(b1 - b0, ln)] = 1.0
-    pre = np.empty((nb, o, ln))     # the value each weight was rounded from
-    got = np.empty((nb, o, ln))     # the real value it rounded to
+    pre = np.empty((nb, ln, o))     # the value each weight was rounded from
+    got = np.empty((nb, ln, o))     # the real value it rounded to
     scale = np.exp2(-wf.astype(np.float64))
-    up = np.exp2(wf.reshape(-1).astype(np.int64))
+    up = np.exp2(wf.reshape(-1).astype(np.int64)).astype(np.float64)
     emax = (1 << exp_bits) - 1
     for i1 in range(0, ln, _GPTQ_BLOCK):
         i2 = min(i1 + _GPTQ_BLOCK, ln)
-        blk = stack[:, :, i1:i2].copy()
-        ub = us[:, i1:i2, i1:i2]
-        errs = np.empty((nb, o, i2 - i1))
+        blk = stack[:, i1:i2].copy()
+        ub = np.ascontiguousarray(us[:, i1:i2, i1:i2])
+        errs = np.empty((nb, i2 - i1, o))
         if compiled:
-            p_b, g_b = np.empty_like(blk), np.empty_like(blk)
-            _round_batch(blk, np.ascontiguousarray(ub), up.astype(np.float64), scale,
-                         emax, rounding == "log", p_b, g_b, errs)
-            pre[:, :, i1:i2], got[:, :, i1:i2] = p_b, g_b
+            _round_batch(blk, ub, up, scale, emax, rounding == "log", pre[:, i1:i2],
+                         got[:, i1:i2], errs)
         else:
             for j in range(i2 - i1):
-                col = blk[:, :, j]
+                col = blk[:, j]                                     # (blocks, O)
                 q = _rounded(col, up, scale, emax, rounding)
-                pre[:, :, i1 + j], got[:, :, i1 + j] = col, q
+                pre[:, i1 + j], got[:, i1 + j] = col, q
                 err = (col - q) / ub[:, j, j][:, None]
-                blk[:, :, j + 1:] -= err[:, :, None] * ub[:, None, j, j + 1:]
-                errs[:, :, j] = err
+                blk[:, j + 1:] -= ub[:, j, j + 1:, None] * err[:, None, :]
+                errs[:, j] = err
         if i2 < ln:
-            stack[:, :, i2:] -= np.matmul(errs, us[:, i1:i2, i2:])
+            stack[:, i2:] -= np.matmul(us[:, i1:i2, i2:].transpose(0, 2, 1), errs)
     pre_k = np.empty((o, k))
     got_k = np.empty((o, k))
     for i, (b0, b1, _) in enumerate(blocks):
-        pre_k[:, b0:b1] = pre[i, :, : b1 - b0]
-        got_k[:, b0:b1] = got[i, :, : b1 - b0]
+        pre_k[:, b0:b1] = pre[i, : b1 - b0].T
+        got_k[:, b0:b1] = got[i, : b1 - b0].T
     codes, _ = nx.float_to_shift(pre_k, exp_bits, rounding=rounding, w_frac=wf.reshape(-1, 1))
     codes = np.asarray(codes, dtype=np.int64)
     if not np.array_equal(nx.decode_shift(codes, exp_bits) * scale[:, None], got_k):
