@@ -5,6 +5,7 @@ sum stays below 2**53. A float32 convolution runs about 7x faster here (oneDNN's
 algorithm against a float64 im2col), and it is exact too when every partial sum is an integer
 of magnitude at most 2**24: products of int8 activations and powers of two are exact, and a
 sum of exact integers stays exact, in any order, while no partial sum exceeds 2**24.
+The partial results are combined in int64 by a compiled pass (``_combine``).
 
 :func:`shift_conv_acc` makes that so by construction:
 
@@ -23,6 +24,7 @@ channel), it falls back to ``conv_acc``. The result equals ``conv_acc`` element 
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -86,17 +88,43 @@ def shift_conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
         return conv_acc(x, op)
     t, left, b, r = op.padding
     xt = F.pad(torch.from_numpy(xa.astype(np.float32)), (left, r, t, b))
-    out: torch.Tensor | None = None
+    parts: list[tuple[np.ndarray, int]] = []
     for lo, wpl, chunks in plans:
         wt = torch.from_numpy(wpl.astype(np.float32))
         for c0, c1 in chunks:
             if not np.any(wpl[:, c0:c1]):
                 continue
             y = F.conv2d(xt[:, c0:c1], wt[:, c0:c1], stride=op.stride)  # exact, <= 2**24
-            if out is None:
-                out = y.to(torch.float64).mul_(2.0**lo)
-            else:
-                out.add_(y, alpha=2.0**lo)      # exact: integers below 2**53
-    if out is None:
+            parts.append((y.numpy(), 1 << lo))
+    if not parts:
         return conv_acc(x, op)      # no live weight: the golden path gives the zero shape
-    return out.to(torch.int64).numpy()
+    return _combine(parts)
+
+
+def _combine(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """``sum(int64(y) * scale)`` over the float32 partial results (exact integers), in one
+    pass for two parts and one more pass per further part, without float64 temporaries."""
+    shape = parts[0][0].shape
+    flat = [(np.ascontiguousarray(y).reshape(-1), np.int64(sc)) for y, sc in parts]
+    out = np.empty(flat[0][0].size, np.int64)
+    if len(flat) >= 2:
+        _sum2(flat[0][0], flat[0][1], flat[1][0], flat[1][1], out)
+        rest = flat[2:]
+    else:
+        _sum2(flat[0][0], flat[0][1], flat[0][0], np.int64(0), out)
+        rest = []
+    for y, sc in rest:
+        _add(y, sc, out)
+    return out.reshape(shape)
+
+
+@numba.njit(cache=True, parallel=True)
+def _sum2(a: np.ndarray, sa: np.int64, b: np.ndarray, sb: np.int64, out: np.ndarray) -> None:
+    for i in numba.prange(out.size):
+        out[i] = np.int64(a[i]) * sa + np.int64(b[i]) * sb
+
+
+@numba.njit(cache=True, parallel=True)
+def _add(a: np.ndarray, sa: np.int64, out: np.ndarray) -> None:
+    for i in numba.prange(out.size):
+        out[i] += np.int64(a[i]) * sa

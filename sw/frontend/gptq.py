@@ -38,14 +38,19 @@ GptqFactor = tuple[list[tuple[int, int, np.ndarray]], np.ndarray, np.ndarray]
 
 
 def _input_rows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                padding: tuple[int, int, int, int]) -> np.ndarray:
+                padding: tuple[int, int, int, int], scale: float = 1.0) -> np.ndarray:
     """The im2col rows ``(rows, C*KH*KW)`` (float32) of ``x`` (all of them, or ``_GPTQ_ROWS``
     picked with a fixed seed), gathered straight from the padded input: the same rows, in the same
-    order, as ``F.unfold`` followed by the pick, without materialising every patch."""
+    order, as ``F.unfold`` followed by the pick, without materialising every patch. An integer
+    ``x`` is gathered as it is and the rows scaled by ``scale`` (a power of two: exact) after
+    the pick, the values of ``x * scale``."""
     kh, kw = kernel
     sy, sx = stride
     t, left, b, r = padding
-    xp = np.pad(np.asarray(x, dtype=np.float32), ((0, 0), (0, 0), (t, b), (left, r)))
+    xa = np.asarray(x)
+    if not np.issubdtype(xa.dtype, np.integer):
+        xa, scale = xa.astype(np.float32) * np.float32(scale), 1.0
+    xp = np.pad(xa, ((0, 0), (0, 0), (t, b), (left, r)))
     n, c, hp, wp = xp.shape
     oh, ow = (hp - kh) // sy + 1, (wp - kw) // sx + 1
     total = n * oh * ow
@@ -57,18 +62,21 @@ def _input_rows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     # channels last, so each kernel tap of every picked window is one gather of whole
     # channel vectors; out[r, c, tap] (channel-major, kernel rows, then columns: unfold's order)
     xt = np.ascontiguousarray(xp.transpose(0, 2, 3, 1)).reshape(-1, c)
-    out = np.empty((len(rows), c, kh * kw), np.float32)
+    out = np.empty((len(rows), c, kh * kw), xp.dtype)
     for i in range(kh):
         for j in range(kw):
             out[:, :, i * kw + j] = xt[(img * hp + oy * sy + i) * wp + ox * sx + j]
-    return out.reshape(len(rows), c * kh * kw)
+    out = out.reshape(len(rows), c * kh * kw).astype(np.float32, copy=False)
+    if scale != 1.0:
+        out *= np.float32(scale)
+    return out
 
 
 def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                padding: tuple[int, int, int, int]) -> GptqFactor:
+                padding: tuple[int, int, int, int], scale: float = 1.0) -> GptqFactor:
     """Per diagonal block, the upper Cholesky factor of the damped inverse input second
     moment (permuted); the column order and the inputs that are always zero, for a layer
-    whose real-valued calibration input is ``x`` ``(N, C, H, W)`` (padding: top, left,
+    whose real-valued calibration input is ``x * scale`` ``(N, C, H, W)`` (padding: top, left,
     bottom, right). One block (the whole reduction) unless it is longer than
     ``_GPTQ_MAX_COLS``: then ``ceil(k / _GPTQ_MAX_COLS)`` balanced blocks of whole input
     channels, the columns ordered block by block.
@@ -76,7 +84,7 @@ def gptq_factor(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     One factorization per block: with ``H = R R^T`` (``R`` upper: the Cholesky factor of
     ``H`` with rows and columns reversed, reversed back), ``H^-1 = R^-T R^-1``, so the factor
     is ``R^-1`` (one triangular inverse; no explicit ``H^-1`` and no second Cholesky)."""
-    xs = _input_rows(x, kernel, stride, padding)
+    xs = _input_rows(x, kernel, stride, padding, scale)
     n = max(1, xs.shape[0])
     k = xs.shape[1]
     kk = kernel[0] * kernel[1]

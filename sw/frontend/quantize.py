@@ -210,9 +210,9 @@ class _Quantizer:
 
     def gptq_factor(self, lay: FLayer) -> GptqFactor:
         """:func:`.gptq.gptq_factor` of the layer's real-valued calibration input."""
-        x = self.env[lay.input] * 2.0 ** -self.graph.tensors[lay.input].frac
         kernel = (lay.weight.shape[2], lay.weight.shape[3])
-        return gptq_factor(x, kernel, lay.stride, lay.padding)
+        return gptq_factor(self.env[lay.input], kernel, lay.stride, lay.padding,
+                           2.0 ** -self.graph.tensors[lay.input].frac)
 
     def weights_of(self, lay: FLayer, in_frac: int, res_frac: int | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:

@@ -129,7 +129,7 @@ def test_fused_requantization_equals_the_golden_rule(relu, with_res):
     (40, 2, 30, 3, 1, (1, 1, 1, 1))])       # the last one has more windows than are picked
 def test_gptq_input_rows_are_unfold_rows(n, c, h, k, s, pad):
     """The GPTQ calibration rows equal F.unfold's patches (channel-major, kernel rows, then
-    columns) at the picked windows, value for value."""
+    columns) at the picked windows, value for value, from a real or an integer input."""
     import torch
     import torch.nn.functional as F
 
@@ -143,3 +143,6 @@ def test_gptq_input_rows_are_unfold_rows(n, c, h, k, s, pad):
         pick = np.sort(np.random.default_rng(0).choice(len(every), gptq._GPTQ_ROWS,
                                                        replace=False))
     np.testing.assert_array_equal(gptq._input_rows(x, (k, k), (s, s), pad), every[pick])
+    # integer input and its scale (the quantizer's int8 calibration tensors): the same rows
+    xi = (x * 4).astype(np.int8)
+    np.testing.assert_array_equal(gptq._input_rows(xi, (k, k), (s, s), pad, 0.25), every[pick])
