@@ -17,6 +17,8 @@ the accumulator of a dot product is at scale ``2**-(a_frac + w_frac)``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = [
@@ -62,10 +64,20 @@ def shift_fields(code, exp_bits: int):
 
 def decode_shift(code, exp_bits: int):
     """Integer weight value of each code: 0 or ±2**e."""
-    zero, sign, exp = shift_fields(code, exp_bits)
-    mag = np.left_shift(np.int64(1), exp)
-    val = np.where(zero != 0, 0, np.where(sign != 0, -mag, mag))
+    code = np.asarray(code, dtype=np.int64)
+    # a code is read from its low exp_bits + 2 bits (the fields): one table lookup each
+    val = _decode_table(exp_bits)[code & ((1 << (exp_bits + 2)) - 1)]
     return val if val.ndim else int(val)
+
+
+@functools.cache
+def _decode_table(exp_bits: int) -> np.ndarray:
+    """The value of every ``exp_bits + 2``-bit code (zero bit, sign bit, exponent)."""
+    zero, sign, exp = shift_fields(np.arange(1 << (exp_bits + 2)), exp_bits)
+    mag = np.left_shift(np.int64(1), exp)
+    table = np.where(zero != 0, 0, np.where(sign != 0, -mag, mag))
+    table.flags.writeable = False
+    return table
 
 
 def float_to_shift(w, exp_bits: int, *, rounding: str = "log", w_frac: int | None = None,
