@@ -59,14 +59,20 @@ def compile_case(model: str, config: str, calib: int | None, out: Path) -> dict[
         m = json.loads(man.read_text())
         rec["memory_bytes"] = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
         rec["layers"] = len(m.get("layers", []))
-        rec.update(weight_reads(m["layers"]))
+        rec.update(weight_reads(m["layers"], config))
     return {"model": model, "config": config, "calib": calib, **rec}
 
 
-def weight_reads(layers: list[dict[str, Any]]) -> dict[str, Any]:
+def weight_reads(layers: list[dict[str, Any]], config: str) -> dict[str, Any]:
     """Weight (and codebook) bytes the program reads per inference against the bytes stored,
-    whole network and the worst layer (issue 20: each layer's weights read once when they
-    fit WGT)."""
+    whole network and the worst layer, and how many layers whose weights fit the config's
+    WGT buffer read them more than once (issue 20: none may). A layer larger than WGT
+    re-reads either its weights or its input; the compiler takes the faster by the cycle
+    model."""
+    from shiftbook.config import load_config
+
+    cfg = load_config(config)
+    wcap = cfg.wbuf_rows * cfg.wbuf_row_bytes
     stored = sum(lay["weight_bytes"] for lay in layers)
     read = sum(lay["weight_bytes_read"] for lay in layers)
     worst = max((lay for lay in layers if lay["weight_bytes"]),
@@ -76,7 +82,11 @@ def weight_reads(layers: list[dict[str, Any]]) -> dict[str, Any]:
             "worst_layer": worst["name"],
             "worst_read_ratio": round(worst["weight_bytes_read"] / worst["weight_bytes"], 3),
             "layers_read_more_than_once": sum(
-                1 for lay in layers if lay["weight_bytes_read"] > lay["weight_bytes"])}
+                1 for lay in layers if lay["weight_bytes_read"] > lay["weight_bytes"]),
+            "wgt_bytes": wcap,
+            "fitting_layers_read_more_than_once": sum(
+                1 for lay in layers if 0 < lay["weight_bytes"] <= wcap
+                and lay["weight_bytes_read"] > lay["weight_bytes"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             if "weight_read_ratio" in rec:
                 print(f"{'':19s} weights read {rec['weight_bytes_read']:,} B for "
                       f"{rec['weight_bytes']:,} stored ({rec['weight_read_ratio']:.2f}x); "
-                      f"{rec['layers_read_more_than_once']} layers above 1x, worst "
+                      f"{rec['layers_read_more_than_once']} layers above 1x (of them "
+                      f"{rec['fitting_layers_read_more_than_once']} within the "
+                      f"{rec['wgt_bytes'] // 1024} KiB WGT), worst "
                       f"{rec['worst_layer']} {rec['worst_read_ratio']:.2f}x", flush=True)
         model, config = TOO_LARGE.split(":")
         refuse = compile_case(model, config, args.calib, Path(tmp) / "too-large")
