@@ -118,13 +118,13 @@ def _combine(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
     return out.reshape(shape)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _sum2(a: np.ndarray, sa: np.int64, b: np.ndarray, sb: np.int64, out: np.ndarray) -> None:
-    for i in numba.prange(out.size):
+    for i in range(out.size):
         out[i] = np.int64(a[i]) * sa + np.int64(b[i]) * sb
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _add(a: np.ndarray, sa: np.int64, out: np.ndarray) -> None:
-    for i in numba.prange(out.size):
+    for i in range(out.size):
         out[i] += np.int64(a[i]) * sa
