@@ -133,7 +133,8 @@ class Compiled:
 def compile(model: str | Path, *, config: str | Path | CoreConfig | None = None,  # noqa: A001
             calib: int | None = None, weights: str | Path | None = None, seed: int = 0,
             max_adapt_error: float | None = None, output: str | Path | None = None,
-            force: bool = False) -> Compiled:
+            force: bool = False,
+            progress: Callable[[int, int, str], None] | None = None) -> Compiled:
     """Lower and compile ``model`` (a built-in name such as ``"resnet8"``, a ``.pt2`` file or
     a `shiftbook compress` checkpoint) for ``config`` (preset name, JSON file or CoreConfig;
     default ``small``). With ``output`` the bundle is written there (only over a bundle or an
@@ -141,14 +142,16 @@ def compile(model: str | Path, *, config: str | Path | CoreConfig | None = None,
 
     ``calib``: calibration images (default 8); ``weights``: a float checkpoint for a built-in
     name; ``max_adapt_error``: the largest relative output error a layer may get from being
-    fitted to the accumulator (default 0.25; see docs/frontend.md)."""
+    fitted to the accumulator (default 0.25; see docs/frontend.md); ``progress(done, total,
+    layer)``: called as the quantizer finishes each layer."""
     from shiftbook.outputs import check_output_dir
     from shiftbook.sw.flow_compile import compile_model
 
     if output is not None:
         check_output_dir(output, "bundle", force=force)
     low, prog, cfg, info = compile_model(model, config=config, calib=calib, weights=weights,
-                                         seed=seed, max_adapt_error=max_adapt_error)
+                                         seed=seed, max_adapt_error=max_adapt_error,
+                                         progress=progress)
     path = None
     if output is not None:
         from shiftbook.sw.bundle import write_bundle

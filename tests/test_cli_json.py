@@ -95,6 +95,9 @@ def test_stage_lines_only_for_stages_that_take_a_while(capsys):
     with Stage("verilog", "off", enabled=False, delay_s=0.0):
         time.sleep(0.05)
     assert capsys.readouterr().err == ""
+    st = Stage("compile", "lowering")      # the redrawn (TTY) line carries the detail
+    st.detail = "quantized 3/21 layers (layer1.0.conv2)"
+    assert st._line().startswith("[compile] lowering: quantized 3/21 layers (layer1.0.conv2) ...")
 
 
 def test_waves_on_fail_traces_the_first_failing_layer(monkeypatch, capsys, tmp_path):

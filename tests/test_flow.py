@@ -32,6 +32,17 @@ def test_compile_without_output_writes_nothing(tmp_path, monkeypatch):
     assert c.bundle is None and c.program.insns and list(tmp_path.iterdir()) == []
 
 
+def test_compile_reports_progress_by_layer():
+    """``progress(done, total, layer)`` once per quantized layer, in order, ending at total."""
+    calls = []
+    c = flow.compile("resnet8", config="tiny", calib=1,
+                     progress=lambda i, n, name: calls.append((i, n, name)))
+    n = calls[-1][1]
+    assert [i for i, _, _ in calls] == list(range(1, n + 1)) and {t for _, t, _ in calls} == {n}
+    assert [name for _, _, name in calls if name in {op.name for op in c.graph.ops}] == \
+        [op.name for op in c.graph.ops]
+
+
 def test_compile_refuses_a_user_directory_before_work(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(OutputError):

@@ -78,11 +78,14 @@ def run(args: argparse.Namespace) -> int:
     # flow.compile checks the output path, the seed, the calibration count and the
     # adaptation limit before any work.
     with Stage("compile", f"lowering, calibrating and compiling {args.model}",
-               enabled=not args.json):
+               enabled=not args.json) as stage:
+        def progress(done: int, total: int, layer: str) -> None:
+            stage.detail = f"quantized {done}/{total} layers ({layer})"
+
         c = flow.compile(args.model, config=args.config, calib=args.calib,
                          weights=args.weights, seed=args.seed,
                          max_adapt_error=args.max_adapt_error, output=args.output,
-                         force=args.force)
+                         force=args.force, progress=progress)
     low, prog, cfg, info, out = c.lowered, c.program, c.config, c.info, c.bundle
     rows = summary(low, prog)
     rec = {**info, "bundle": str(Path(out).resolve()), "config": cfg.name,

@@ -33,11 +33,15 @@ class Stage:
         self._thread: threading.Thread | None = None
         self._shown = False
         self._t0 = 0.0
+        #: where the work is now (e.g. "quantized 12/21 layers (layer3.0.conv2)"); set from
+        #: the working thread, shown on the redrawn line
+        self.detail = ""
 
     def _line(self) -> str:
         spent = time.monotonic() - self._t0
         eta = f", ETA ~{max(self._eta - spent, 0):.0f} s" if self._eta else ""
-        return f"{self._prefix} ... {spent:.0f} s{eta}"
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self._prefix}{detail} ... {spent:.0f} s{eta}"
 
     def _run(self) -> None:
         if self._stop.wait(self._delay):
