@@ -134,7 +134,8 @@ def compile(model: str | Path, *, config: str | Path | CoreConfig | None = None,
             calib: int | None = None, weights: str | Path | None = None, seed: int = 0,
             max_adapt_error: float | None = None, output: str | Path | None = None,
             force: bool = False,
-            progress: Callable[[int, int, str], None] | None = None) -> Compiled:
+            progress: Callable[[int, int, str], None] | None = None,
+            calib_cache: str | Path | None = None) -> Compiled:
     """Lower and compile ``model`` (a built-in name such as ``"resnet8"``, a ``.pt2`` file or
     a `shiftbook compress` checkpoint) for ``config`` (preset name, JSON file or CoreConfig;
     default ``small``). With ``output`` the bundle is written there (only over a bundle or an
@@ -143,7 +144,8 @@ def compile(model: str | Path, *, config: str | Path | CoreConfig | None = None,
     ``calib``: calibration images (default 8); ``weights``: a float checkpoint for a built-in
     name; ``max_adapt_error``: the largest relative output error a layer may get from being
     fitted to the accumulator (default 0.25; see docs/frontend.md); ``progress(done, total,
-    layer)``: called as the quantizer finishes each layer."""
+    layer)``: called as the quantizer finishes each layer; ``calib_cache``: a directory
+    caching the quantized network (``info["calib_cache"]`` says hit, stored or why not)."""
     from shiftbook.outputs import check_output_dir
     from shiftbook.sw.flow_compile import compile_model
 
@@ -151,7 +153,7 @@ def compile(model: str | Path, *, config: str | Path | CoreConfig | None = None,
         check_output_dir(output, "bundle", force=force)
     low, prog, cfg, info = compile_model(model, config=config, calib=calib, weights=weights,
                                          seed=seed, max_adapt_error=max_adapt_error,
-                                         progress=progress)
+                                         progress=progress, calib_cache=calib_cache)
     path = None
     if output is not None:
         from shiftbook.sw.bundle import write_bundle

@@ -36,7 +36,8 @@ def calibration_source(input_shape: tuple[int, int, int]) -> str:
 def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None = None,
                   calib: int | None = None, weights: str | Path | None = None, seed: int = 0,
                   max_adapt_error: float | None = None,
-                  progress: Callable[[int, int, str], None] | None = None
+                  progress: Callable[[int, int, str], None] | None = None,
+                  calib_cache: str | Path | None = None
                   ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Lower and compile ``model``; nothing is written. Returns (lowered, program, config,
     info).
@@ -50,7 +51,10 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     the accumulator (default ``DEFAULT_MAX_ADAPT_ERROR``; sw/frontend/adaptation.py): beyond
     it, an error naming the layer. Each adapted layer's record is its ``"adaptation"`` key in
     ``low.layers`` and in the program's (bundle's) layer metadata. ``progress(done, total,
-    layer)`` is called as the quantizer finishes each layer.
+    layer)`` is called as the quantizer finishes each layer. ``calib_cache``: a directory
+    caching the quantizer's result keyed by model, calibration images, config and quantizer
+    code (``sw/frontend/calib_cache.py``); ``info["calib_cache"]`` says ``hit``, ``stored`` or
+    why not.
 
     Everything the model's shapes and the config decide (memory image size, buffer fits, layer
     register widths, kept layers' accumulator bounds) is checked before calibration
@@ -69,6 +73,8 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     check_adaptation([], cfg.acc_bits, limit)       # the limit itself, before any work
     if seed < 0:
         raise CompileError(f"--seed {seed} must be >= 0")
+    if calib_cache is not None and Path(calib_cache).exists() and not Path(calib_cache).is_dir():
+        raise CompileError(f"--calib-cache {calib_cache}: not a directory")
     n = DEFAULT_CALIB if calib is None else calib
     if n < 1:
         raise CompileError(f"--calib must be a positive integer, not {n}")
@@ -94,8 +100,13 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     early_checks(net, cfg)          # shapes against the config, before any calibration
     csrc = calibration_source(shape)
     images = default_calibration(shape, n, seed=seed, source=csrc)
-    low = src.quantize(images, cfg, progress=progress) if onnx else quantize_net(
-        net, images, cfg, progress=progress)
+    cache_note = None
+    if onnx:
+        low = src.quantize(images, cfg, progress=progress)
+    elif calib_cache is None:
+        low = quantize_net(net, images, cfg, progress=progress)
+    else:
+        low, cache_note = _cached_quantize(net, images, cfg, calib_cache, progress)
     check_adaptation(low.layers, cfg.acc_bits, limit)
     # The bundle's stored input: the first calibration image, quantized.
     x0 = low.quantize_input(images[:1])[0]
@@ -104,7 +115,30 @@ def compile_model(model: str | Path, *, config: str | Path | CoreConfig | None =
     prog.layers = [_with_adaptation(lay, adapted.get(lay.name)) for lay in prog.layers]
     info = {"model": model, "label": src.label, "calibration": csrc, "calib_images": n,
             "seed": seed, "input_shape": list(shape)}
+    if calib_cache is not None:
+        info["calib_cache"] = "not used for an ONNX model" if onnx else cache_note
     return low, prog, cfg, info
+
+
+def _cached_quantize(net: FloatNet, images: Any, cfg: CoreConfig, directory: str | Path,
+                     progress: Callable[[int, int, str], None] | None) -> tuple[Any, str]:
+    """``quantize_net`` through the calibration cache: (lowered, status line)."""
+    from shiftbook.sw.frontend import calib_cache as cc
+    from shiftbook.sw.frontend.quantize import quantize_net
+
+    why = cc.uncacheable(net)
+    if why is not None:
+        return quantize_net(net, images, cfg, progress=progress), f"not cached: {why}"
+    key = cc.cache_key(net, images, cfg, {"quantizer": "quantize_net", "defaults": True})
+    low, status = cc.load_entry(directory, key, net, cfg)
+    if low is not None:
+        return low, f"hit ({Path(directory) / key})"
+    low = quantize_net(net, images, cfg, progress=progress)
+    try:
+        cc.store_entry(directory, key, low)
+    except OSError as e:
+        return low, f"not stored: {e.strerror or e} ({directory})"
+    return low, ("stored" if status == "miss" else status) + f" ({Path(directory) / key})"
 
 
 def early_checks(net: FloatNet, cfg: CoreConfig, weights: str = "auto") -> LayoutCheck:

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest relative output error a layer may get from being fitted to "
                         "the config's accumulator (weight scale lowered; default 0.25, "
                         "docs/frontend.md); beyond it the compile fails naming the layer")
+    p.add_argument("--calib-cache", default=None, metavar="DIR",
+                   help="directory caching the quantized network, keyed by model, calibration "
+                        "images, config and quantizer code: a repeated compile skips "
+                        "calibration (default: no cache)")
     add_force_argument(p)
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         c = flow.compile(args.model, config=args.config, calib=args.calib,
                          weights=args.weights, seed=args.seed,
                          max_adapt_error=args.max_adapt_error, output=args.output,
-                         force=args.force, progress=progress)
+                         force=args.force, progress=progress, calib_cache=args.calib_cache)
     low, prog, cfg, info, out = c.lowered, c.program, c.config, c.info, c.bundle
     rows = summary(low, prog)
     rec = {**info, "bundle": str(Path(out).resolve()), "config": cfg.name,
@@ -112,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for line in rec["adapted"]:
         print(f"adapted: {line}")
-    print(f"calibration: {info['calib_images']} {info['calibration']} image(s); "
+    cached = f" (calibration cache: {info['calib_cache']})" if "calib_cache" in info else ""
+    print(f"calibration: {info['calib_images']} {info['calibration']} image(s){cached}; "
           f"bundle: {rec['bundle']}")
     return 0
