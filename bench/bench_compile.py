@@ -4,8 +4,9 @@ Each case runs the real command line (``python -m shiftbook compile MODEL --conf
 default calibration) in a child process and reads the child's wall time, CPU time
 (user + sys, less affected by other load on a shared machine than wall time) and peak
 resident memory (``ru_maxrss`` of the child: torch allocates outside ``tracemalloc``'s view).
-A last case compiles ResNet-50 for a config whose memory it does not fit, and records how
-long the one-line refusal takes.
+Then the first case twice through ``--calib-cache`` (store, then hit: calibration and
+quantization skipped). A last case compiles ResNet-50 for a config whose memory it does not
+fit, and records how long the one-line refusal takes.
 
     .venv/bin/python bench/bench_compile.py [--cases resnet18:base resnet50:base-xl] [--calib N]
 
@@ -32,25 +33,30 @@ TOO_LARGE = "resnet50:base"     # 38+ MB of program and data, base addresses 32 
 
 def run_child(argv: list[str]) -> dict[str, Any]:
     """Run ``argv`` to completion; its exit status, wall and CPU seconds, peak RSS (bytes) and
-    the last line of its stderr."""
-    with tempfile.TemporaryFile("w+") as errf:
+    the last lines of its stdout and stderr."""
+    with tempfile.TemporaryFile("w+") as outf, tempfile.TemporaryFile("w+") as errf:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errf)
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=outf, stderr=errf)
         _, rc, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(rc)
-        errf.seek(0)
-        err = errf.read()
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        last = []
+        for f in (outf, errf):
+            f.seek(0)
+            lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
+            last.append(lines[-1] if lines else "")
     return {"rc": proc.returncode, "wall_s": round(wall, 2),
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
             "peak_rss_bytes": ru.ru_maxrss * 1024,      # Linux reports KiB
-            "last_stderr": lines[-1] if lines else ""}
+            "last_stdout": last[0], "last_stderr": last[1]}
 
 
-def compile_case(model: str, config: str, calib: int | None, out: Path) -> dict[str, Any]:
+def compile_case(model: str, config: str, calib: int | None, out: Path,
+                 cache: Path | None = None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "shiftbook", "compile", model, "--config", config,
             "-o", str(out), "--force"]
+    if cache is not None:
+        argv += ["--calib-cache", str(cache)]
     if calib is not None:
         argv += ["--calib", str(calib)]
     rec = run_child(argv)
@@ -112,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"{rec['fitting_layers_read_more_than_once']} within the "
                       f"{rec['wgt_bytes'] // 1024} KiB WGT), worst "
                       f"{rec['worst_layer']} {rec['worst_read_ratio']:.2f}x", flush=True)
+        # a repeated compile through the calibration cache: the first stores, the second hits
+        model, config = args.cases[0].split(":")
+        cached = []
+        for what in ("store", "hit"):
+            rec = compile_case(model, config, args.calib, Path(tmp) / f"cache-{what}",
+                               Path(tmp) / "calib-cache")
+            cached.append({"run": what, **rec})
+            print(f"{model:10s} {config:8s} --calib-cache ({what}): rc={rec['rc']} wall "
+                  f"{rec['wall_s']:7.1f} s  cpu {rec['cpu_s']:7.1f} s: "
+                  f"{rec['last_stdout'].split('; bundle')[0]}",
+                  flush=True)
         model, config = TOO_LARGE.split(":")
         refuse = compile_case(model, config, args.calib, Path(tmp) / "too-large")
     print(f"{model} on {config} (too large): rc={refuse['rc']} in {refuse['wall_s']:.1f} s "
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
               f"cpu {b['cpu_s'] / max(a['cpu_s'], 1e-9):.2f}x, peak "
               f"{b['peak_rss_bytes'] / max(a['peak_rss_bytes'], 1):.2f}x")
     rec = {"bench": "compile", "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-           "cases": rows, "too_large": refuse,
+           "cases": rows, "calib_cache": cached, "too_large": refuse,
            "targets": {"resnet18_s": 20, "resnet50_s": 60, "resnet50_bytes": 3 * 10**9,
                        "refusal_s": 5}}
     out = Path(args.out)

@@ -11,6 +11,7 @@ command line and the bundle writing) and the benchmarks::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,7 +130,10 @@ def _cached_quantize(net: FloatNet, images: Any, cfg: CoreConfig, directory: str
     why = cc.uncacheable(net)
     if why is not None:
         return quantize_net(net, images, cfg, progress=progress), f"not cached: {why}"
-    key = cc.cache_key(net, images, cfg, {"quantizer": "quantize_net", "defaults": True})
+    # quantize_net's options as compile uses them (its defaults, read from its signature)
+    options = {k: p.default for k, p in inspect.signature(quantize_net).parameters.items()
+               if p.default is not inspect.Parameter.empty and k != "progress"}
+    key = cc.cache_key(net, images, cfg, options)
     low, status = cc.load_entry(directory, key, net, cfg)
     if low is not None:
         return low, f"hit ({Path(directory) / key})"

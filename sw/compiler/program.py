@@ -100,7 +100,8 @@ def _cycle_floor(plan: ConvPlan, cfg: CoreConfig, op: Conv2d, x: Placement, y: P
     """Cycles no schedule of ``plan`` beats: its reduction steps (one COMPUTE step a cycle),
     and the bus words of the one memory port: the output (and residual) moved once, every
     band of a block reading all the block's weights and every block the whole input, with at
-    most a full WGT (ACT) left from the band (block) before."""
+    most a full WGT (ACT) left from the band (block) before (tests/sw/test_compiler.py checks
+    it against the cycle model)."""
     tiles = sum(len(plan.tiles(b, cfg.rows)) for b in range(len(plan.bands)))
     steps = tiles * plan.groups * plan.KW * sum((c1 - c0) * (k1 - k0)
                                                 for c0, c1, k0, k1 in plan.chunks)
@@ -111,7 +112,8 @@ def _cycle_floor(plan: ConvPlan, cfg: CoreConfig, op: Conv2d, x: Placement, y: P
     for g0, g1 in plan.group_blocks:
         w = w_all * (g1 - g0) // plan.groups
         words += w + (nbands - 1) * max(0, w - wcap)
-    x_all = plan.C * (plan.band_in[-1][1] - plan.band_in[0][0]) * x.pitch
+    in_rows = min(plan.band_in[-1][1], x.shape[1]) - max(plan.band_in[0][0], 0)  # no padding
+    x_all = plan.C * in_rows * x.pitch
     words += x_all + (len(plan.group_blocks) - 1) * max(0, x_all - cfg.abuf_bytes)
     words += plan.O * plan.OH * (y.pitch + (res.pitch if res is not None else 0))
     return max(steps, words // cfg.bus_bytes)

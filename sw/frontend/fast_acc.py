@@ -66,10 +66,10 @@ def shift_conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
     xa = np.asarray(x)
     if xa.ndim != 4 or xa.size == 0:
         return conv_acc(x, op)
-    w = np.asarray(nx.decode_shift(op.weight, op.exp_bits), dtype=np.int64)
-    if w.ndim == 2:
-        w = w[:, :, None, None]
-    zero, sign, e = nx.shift_fields(np.asarray(op.weight).reshape(w.shape), op.exp_bits)
+    codes = np.asarray(op.weight)
+    if codes.ndim == 2:                 # a Linear: (O, I) as a 1x1 convolution
+        codes = codes[:, :, None, None]
+    zero, sign, e = nx.shift_fields(codes, op.exp_bits)
     live = zero == 0
     amax = np.abs(xa).max(axis=(0, 2, 3)).astype(np.float64)
     if float(amax.max()) >= EXACT_F32:

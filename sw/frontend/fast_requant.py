@@ -111,6 +111,15 @@ def _args(raw: np.ndarray, bias: np.ndarray, residual: np.ndarray | None,
     return r3, b, res, rs, residual is not None
 
 
+def _numpy_acc(raw: np.ndarray, bias: np.ndarray, residual: np.ndarray | None,
+               res_shift: np.ndarray | None) -> np.ndarray:
+    """``raw + bias [+ aligned residual]`` by the numpy rule (the fallback path)."""
+    acc = np.asarray(raw, np.int64) + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
+    if residual is not None:
+        acc = acc + nx.align_residual(residual, np.asarray(res_shift).reshape(1, -1, 1, 1))
+    return acc
+
+
 def _in_range(*shifts: np.ndarray | None) -> bool:
     return all(s is None or np.size(s) == 0 or int(np.abs(np.asarray(s)).max()) < _MAX_SHIFT
                for s in shifts)
@@ -121,9 +130,7 @@ def acc_extremes(raw: np.ndarray, bias: np.ndarray, residual: np.ndarray | None 
     """Per output channel (axis 1 of ``raw``), max and min of ``raw + bias`` plus the
     residual aligned by ``res_shift`` (``numerics.align_residual``), as int64."""
     if raw.size == 0 or not _in_range(res_shift):
-        acc = np.asarray(raw, np.int64) + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
-        if residual is not None:
-            acc = acc + nx.align_residual(residual, np.asarray(res_shift).reshape(1, -1, 1, 1))
+        acc = _numpy_acc(raw, bias, residual, res_shift)
         red = tuple(i for i in range(acc.ndim) if i != 1)
         return acc.max(axis=red), acc.min(axis=red)
     return _extremes(*_args(raw, bias, residual, res_shift))
@@ -137,10 +144,8 @@ def saturated_fraction(raw: np.ndarray, bias: np.ndarray, scale: np.ndarray, *,
     if raw.size == 0:
         return 0.0
     if not _in_range(res_shift):
-        acc = np.asarray(raw, np.int64) + np.asarray(bias, np.int64).reshape(1, -1, 1, 1)
-        if residual is not None:
-            acc = acc + nx.align_residual(residual, np.asarray(res_shift).reshape(1, -1, 1, 1))
-        real = acc * np.asarray(scale, np.float64).reshape(1, -1, 1, 1)
+        real = _numpy_acc(raw, bias, residual, res_shift) * np.asarray(
+            scale, np.float64).reshape(1, -1, 1, 1)
         if relu:
             real = np.maximum(real, 0.0)
         return float(np.mean(np.abs(real) > 127.5))

@@ -202,8 +202,9 @@ def gptq_round(w: np.ndarray, wf: np.ndarray, factor: GptqFactor, exp_bits: int,
     side by side: stacked ``(blocks, L, O)`` (shorter blocks padded with zero weights and an
     identity factor, which round to zero with no error), one step per column position over
     every block and output channel at once. Inside a block lazy batch updates of
-    ``_GPTQ_BLOCK`` columns: a vectorised rounding step per column and a rank-1 update of the
-    batch; the rest is updated once per batch (one batched BLAS product). The codes are
+    ``_GPTQ_BLOCK`` columns: each column rounded and its error fed to the batch's later
+    columns (the numba kernel :func:`_round_batch`; ``compiled=False``: the same steps in
+    numpy); the rest is updated once per batch (one batched BLAS product). The codes are
     packed once at the end from the values each column was rounded from (``float_to_shift``
     of the whole matrix) and checked against the values the loop used."""
     o = w.shape[0]

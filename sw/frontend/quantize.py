@@ -69,7 +69,6 @@ WEIGHT_MODES = ("auto", "keep", "ptq")
 ROUNDINGS = ("linear", "log")
 
 
-
 def mean_window(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, int],
                 padding: tuple[int, int, int, int]) -> np.ndarray:
     """``(C, KH, KW)``: the mean, over images and output pixels, of the input each kernel

@@ -227,3 +227,32 @@ def test_one_pass_relocation_equals_a_layout_at_the_final_base():
         assert [lay.to_dict() for lay in prog.layers] == \
             [lay.to_dict() for lay in direct.layers], name
         assert min(p.addr for p in prog.tensors.values()) >= base, name
+
+
+def test_cycle_floor_is_below_every_candidates_cycles():
+    """_choose_plan skips a candidate whose floor is above the best time so far: the floor
+    must never exceed the cycles the model gives that candidate (banded, blocked, strided,
+    1x1 and residual layers)."""
+    from shiftbook.sw.compiler.conv import schedule_conv
+    from shiftbook.sw.compiler.conv_plan import conv_candidates
+    from shiftbook.sw.compiler.emitter import Emitter
+    from shiftbook.sw.compiler.program import _cycle_floor
+
+    cases = [(dataclasses.replace(PRESETS["base"], wbuf_rows=4096),
+              random_layer("conv", 128, 128, 3, 2, 1, 28, seed=0)),
+             (PRESETS["tiny"], random_layer("conv", 64, 6, 3, 2, None, 12, seed=7)),
+             (PRESETS["tiny"], random_layer("conv", 64, 8, 1, 2, 0, 16, seed=2)),
+             (PRESETS["tiny"], random_layer("conv", 40, 40, 3, 1, 1, 12, seed=3,
+                                            residual=True))]
+    tried = 0
+    for cfg, layer in cases:
+        prog = compile_graph(layer.graph, cfg, layer.inputs)
+        x, y, lay = prog.tensors["x"], prog.tensors["y"], prog.layers[0]
+        res = prog.tensors[layer.op.residual] if layer.op.residual else None
+        for plan in conv_candidates(layer.op, x, y, cfg):
+            em = Emitter()
+            schedule_conv(em, layer.op, plan, cfg, x, y, lay.weight_addr, lay.bias_addr, 0, res)
+            cycles = estimate_program(cfg, [*em.insns, Insn(Opcode.END, {})]).total
+            assert _cycle_floor(plan, cfg, layer.op, x, y, res) <= cycles
+            tried += 1
+    assert tried >= 8

@@ -46,31 +46,23 @@ def test_skeleton_keeps_every_shape():
         {net.input: net.input_shape, **{lay.output: lay.out_shape for lay in net.layers}}
 
 
-def test_too_large_model_is_refused_before_calibration(tmp_path, capsys, monkeypatch):
-    def no_quantizing(*a, **k):
-        raise AssertionError("quantized a model that cannot fit")
+def test_too_large_model_is_refused_before_export_and_calibration(tmp_path, capsys,
+                                                                   monkeypatch):
+    """A float module too large for the config is refused from one forward pass of its
+    shapes: before ``torch.export`` (seconds for a ResNet-50) and before any calibration."""
+    def never(what):
+        def fail(*a, **k):
+            raise AssertionError(f"{what} a model that cannot fit")
+        return fail
 
-    monkeypatch.setattr(quantize_mod, "quantize_net", no_quantizing)
+    monkeypatch.setattr(quantize_mod, "quantize_net", never("quantized"))
+    monkeypatch.setattr(source_mod, "export_module", never("exported"))
     out = tmp_path / "b"
     rc = main(["compile", "resnet50", "--config", "base", "-o", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and not out.exists()
     assert err[-1].startswith("shiftbook compile: error: program and data need at least ")
     assert "the core addresses 33,554,432 (config 'base'" in err[-1]
-
-
-def test_too_large_module_is_refused_before_export(tmp_path, capsys, monkeypatch):
-    """A plain float module too large for the config is refused from one forward pass of its
-    shapes, before ``torch.export`` (seconds for a ResNet-50)."""
-    def no_export(*a, **k):
-        raise AssertionError("exported a model that cannot fit")
-
-    monkeypatch.setattr(source_mod, "export_module", no_export)
-    out = tmp_path / "b"
-    rc = main(["compile", "resnet50", "--config", "base", "-o", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and not out.exists()
-    assert err[-1].startswith("shiftbook compile: error: program and data need at least ")
     assert "the largest layer, 'layer4.0.conv2'" in err[-1]
 
 

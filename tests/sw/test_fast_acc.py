@@ -1,6 +1,8 @@
-"""The quantizer's fast paths equal the golden ones exactly: float32 exponent-plane
-accumulators (sw/frontend/fast_acc.py) against ``reference.conv_acc``, and the compiled GPTQ
-rounding loop against its numpy form."""
+"""The quantizer's fast paths equal the rules they replace: float32 exponent-plane
+accumulators (sw/frontend/fast_acc.py) against ``reference.conv_acc``, the compiled GPTQ
+rounding loop against its numpy form, the GPTQ calibration rows against ``F.unfold``, bias
+correction's mean windows against a float64 convolution, and the fused requantization
+(sw/frontend/fast_requant.py) against ``numerics.requantize``."""
 
 import numpy as np
 import pytest
