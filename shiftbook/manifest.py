@@ -47,6 +47,13 @@ def _int(v: Any, key: str, where: str, *, lo: int | None = 0, optional: bool = F
     return v
 
 
+def _terms(v: Any, where: str) -> int | None:
+    t = _int(v, "terms", where, lo=1, optional=True)
+    if t is not None and t > 2:
+        raise ManifestError(f"{where}: field 'terms' is {t}, above 2")
+    return t
+
+
 def _str(v: Any, key: str, where: str, *, optional: bool = False) -> Any:
     if v is None and optional:
         return None
@@ -80,7 +87,8 @@ class TileMeta:
     """How a layer was tiled: output row bands ``(y0, y1)``, input-channel chunks
     ``(c0, c1, kh0, kh1)``, output-channel groups of ``cols``, and ``group_block`` groups per
     block of the convolution's outermost loop (None: not recorded, pooling layers and older
-    bundles; one block of all groups)."""
+    bundles; one block of all groups). ``terms`` (None: one) is 2 for a two-term layer: its
+    chunks come in pairs over the same channels, the first term's codes then the second's."""
 
     rows: int
     cols: int
@@ -89,6 +97,7 @@ class TileMeta:
     chunks: tuple[tuple[int, int, int, int], ...]
     out_w: int
     group_block: int | None = None
+    terms: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> TileMeta:
@@ -103,6 +112,7 @@ class TileMeta:
                          for c in _list(_get(d, "chunks", w), "chunks", w)),
             out_w=_int(_get(d, "out_w", w), "out_w", w, lo=1),
             group_block=_int(d.get("group_block"), "group_block", w, lo=1, optional=True),
+            terms=_terms(d.get("terms"), w),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +122,8 @@ class TileMeta:
             "out_w": self.out_w}
         if self.group_block is not None:
             out["group_block"] = self.group_block
+        if self.terms is not None:
+            out["terms"] = self.terms
         return out
 
 

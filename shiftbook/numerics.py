@@ -11,6 +11,10 @@ Shift code layout (``code_bits = exp_bits + 2``), LSB first::
     [exp_bits]      sign         (1 = negative)
     [exp_bits+1]    zero         (1 = the weight is 0; sign and exponent ignored)
 
+Two-term weights (issue 16) carry a second code per weight, laid out the same way: the weight
+is the sum of both codes' values, ``±2**a ±2**b`` (either term may be zero). The hardware runs
+each term as a one-term reduction over the same activations (docs/numerics.md).
+
 A layer's real weight is ``value * 2**-w_frac`` and a real activation ``q * 2**-a_frac``;
 the accumulator of a dot product is at scale ``2**-(a_frac + w_frac)``.
 """
@@ -25,6 +29,7 @@ __all__ = [
     "NumericsError", "ACT_MIN", "ACT_MAX",
     "encode_shift", "decode_shift", "shift_fields", "zero_code",
     "float_to_shift", "shift_product",
+    "decode_terms", "two_term_grid", "split_two_term", "round_to_grid",
     "round_shift", "saturate", "requantize", "align_residual",
     "acc_bound", "check_acc_fits", "int_range",
 ]
@@ -78,6 +83,70 @@ def _decode_table(exp_bits: int) -> np.ndarray:
     table = np.where(zero != 0, 0, np.where(sign != 0, -mag, mag))
     table.flags.writeable = False
     return table
+
+
+def decode_terms(code, code2, exp_bits: int):
+    """Integer weight values of one-term (``code2`` None) or two-term codes: the sum of the
+    terms' values."""
+    v = decode_shift(code, exp_bits)
+    return v if code2 is None else v + decode_shift(code2, exp_bits)
+
+
+@functools.cache
+def two_term_grid(exp_bits: int) -> np.ndarray:
+    """Every integer value ``±2**a ±2**b`` (either term zero allowed), sorted, unique."""
+    one = np.unique(_decode_table(exp_bits))
+    grid = np.unique((one[:, None] + one[None, :]).reshape(-1))
+    grid.flags.writeable = False
+    return grid
+
+
+@functools.cache
+def _two_term_split_table(exp_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(grid, first codes, second codes): the canonical split of each grid value. The first
+    term is the larger in magnitude; a one-term value keeps a zero second term."""
+    table = _decode_table(exp_bits)
+    n = len(table)
+    c1, c2 = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    c1, c2 = c1.reshape(-1), c2.reshape(-1)
+    v1, v2 = table[c1], table[c2]
+    zc = zero_code(exp_bits)
+    # canonical codes only: zero as zero_code, and |v1| >= |v2| (ties: positive first)
+    canon = (((v1 != 0) | (c1 == zc)) & ((v2 != 0) | (c2 == zc))
+             & ((np.abs(v1) > np.abs(v2)) | ((np.abs(v1) == np.abs(v2)) & (v1 >= v2))))
+    c1, c2, val = c1[canon], c2[canon], (v1 + v2)[canon]
+    # per value, prefer a zero second term, then the smallest second-term magnitude
+    order = np.lexsort((np.abs(v2[canon]), val))
+    val, c1, c2 = val[order], c1[order], c2[order]
+    first = np.r_[True, val[1:] != val[:-1]]
+    out = val[first], c1[first], c2[first]
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def split_two_term(values, exp_bits: int):
+    """Two-term codes ``(code, code2)`` of integer weight values (each on
+    :func:`two_term_grid`, else NumericsError); ``decode_terms`` gives the values back."""
+    v = np.asarray(values, dtype=np.int64)
+    grid, c1, c2 = _two_term_split_table(exp_bits)
+    i = np.clip(np.searchsorted(grid, v), 0, len(grid) - 1)
+    bad = grid[i] != v
+    if np.any(bad):
+        raise NumericsError(f"weight value {int(v[bad].reshape(-1)[0])} is not ±2**a ±2**b "
+                            f"with exponents in [0, {(1 << exp_bits) - 1}]")
+    return c1[i], c2[i]
+
+
+def round_to_grid(x, grid: np.ndarray):
+    """Each value of ``x`` rounded to the nearest value of the sorted ``grid`` (ties to the
+    larger magnitude)."""
+    x = np.asarray(x, dtype=np.float64)
+    i = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1)
+    lo, hi = grid[i - 1], grid[i]
+    dlo, dhi = x - lo, hi - x
+    up = (dhi < dlo) | ((dhi == dlo) & (x > 0))
+    return np.where(up, hi, lo).astype(np.int64)
 
 
 def float_to_shift(w, exp_bits: int, *, rounding: str = "log", w_frac: int | None = None,

@@ -188,10 +188,12 @@ class Footprint:
 
 @dataclass(frozen=True)
 class RawWeights:
-    """Raw shift codes, one per weight (``WFMT = 0``), stored one byte per code."""
+    """Raw shift codes, one per weight (``WFMT = 0``), stored one byte per code; two-term
+    weights (``codes2``, shaped like ``codes``) store a second byte per weight."""
 
     codes: np.ndarray
     exp_bits: int
+    codes2: np.ndarray | None = None
     wfmt: int = field(default=WFMT_RAW, init=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +201,17 @@ class RawWeights:
         as_4d(codes.shape)
         _check_codes(codes, self.exp_bits, "raw weights")
         object.__setattr__(self, "codes", codes)
+        if self.codes2 is not None:
+            c2 = np.asarray(self.codes2, dtype=np.int64)
+            if c2.shape != codes.shape:
+                raise WeightFormatError(f"second-term codes have shape {c2.shape}, the first "
+                                        f"{codes.shape}")
+            _check_codes(c2, self.exp_bits, "raw weights (second term)")
+            object.__setattr__(self, "codes2", c2)
+
+    @property
+    def terms(self) -> int:
+        return 1 if self.codes2 is None else 2
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -208,7 +221,7 @@ class RawWeights:
         return self.codes.copy()
 
     def footprint(self) -> Footprint:
-        return Footprint(raw_bits=8 * int(self.codes.size))
+        return Footprint(raw_bits=8 * int(self.codes.size) * self.terms)
 
 
 @dataclass(frozen=True)

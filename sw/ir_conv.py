@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from shiftbook import numerics as nx
 from shiftbook.weights import CodebookWeights, WeightFormatError
 
 from .ir_base import IRError, Op, TensorSpec, register_op
@@ -49,6 +50,10 @@ class Conv2d(Op):
         hardware-visible weights; checked equal); the compiler stores indices + codebook
         (``WFMT = 1``). Build with :meth:`with_codebook`. Saved as ``cb_k``, ``cb_d`` (JSON)
         and ``cb_codebook``, ``cb_indices`` (npz arrays).
+    weight2: the optional second term of two-term weights, int64 shift codes shaped like
+        ``weight`` (zero codes where a weight has one term): the weight value is
+        ``decode_shift(weight) + decode_shift(weight2)`` (:meth:`values`). Not combined with
+        a codebook format. Saved as the npz array ``weight2`` (absent for one-term layers).
     """
 
     kind: ClassVar[str] = "conv2d"
@@ -68,6 +73,7 @@ class Conv2d(Op):
     residual: str | None = None
     res_shift: np.ndarray | None = None
     weight_format: CodebookWeights | None = None
+    weight2: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         w = np.asarray(self.weight, dtype=np.int64)
@@ -93,6 +99,33 @@ class Conv2d(Op):
             raise IRError(f"op {self.name!r}: padding {self.padding} must be four ints >= 0 "
                           f"(top, left, bottom, right)")
         self._check_codebook()
+        self._check_terms()
+
+    # ---- two-term weights ----
+    def _check_terms(self) -> None:
+        if self.weight2 is None:
+            return
+        w2 = np.asarray(self.weight2, dtype=np.int64)
+        if w2.ndim == 2:
+            w2 = w2[:, :, None, None]
+        if w2.shape != self.weight.shape:
+            raise IRError(f"op {self.name!r}: weight2 has shape {w2.shape}, the weight "
+                          f"{self.weight.shape}")
+        if np.any((w2 < 0) | (w2 >= 1 << (self.exp_bits + 2))):
+            raise IRError(f"op {self.name!r}: weight2 codes outside "
+                          f"[0, 2**{self.exp_bits + 2})")
+        if self.weight_format is not None:
+            raise IRError(f"op {self.name!r}: two-term weights cannot use a codebook format")
+        self.weight2 = w2
+
+    @property
+    def terms(self) -> int:
+        """Shift terms per weight: 1, or 2 with ``weight2``."""
+        return 1 if self.weight2 is None else 2
+
+    def values(self) -> np.ndarray:
+        """The integer weight values, int64 ``(O, I, KH, KW)``."""
+        return np.asarray(nx.decode_terms(self.weight, self.weight2, self.exp_bits), np.int64)
 
     # ---- codebook weight format ----
     def _check_codebook(self) -> None:
@@ -127,10 +160,14 @@ class Conv2d(Op):
         self.weight = fmt.decode().reshape(self.weight.shape)
         self.weight_format = fmt
         self._check_codebook()
+        self._check_terms()
         return self
 
     def to_dict(self, arrays: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
         d = super().to_dict(arrays, prefix)
+        if self.weight2 is not None:  # one-term layers serialise without it
+            arrays[f"{prefix}weight2"] = np.ascontiguousarray(self.weight2)
+            d["weight2"] = f"{prefix}weight2"
         fmt = self.weight_format
         if fmt is not None:  # raw layers serialise without codebook keys
             d["cb_k"], d["cb_d"] = int(fmt.k), int(fmt.d)
@@ -143,6 +180,9 @@ class Conv2d(Op):
     def from_dict(cls, d: dict[str, Any], arrays: dict[str, np.ndarray]) -> Op:
         op = super().from_dict(d, arrays)
         assert isinstance(op, Conv2d)
+        if d.get("weight2") is not None:
+            op.weight2 = arrays[d["weight2"]]
+            op._check_terms()
         given = [d.get(key) is not None for key in cls._CB_KEYS]
         if not any(given):
             return op

@@ -25,14 +25,15 @@ from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, MaxPool2d, SumPool2d
 from shiftbook.weights import CodebookWeights, WeightFormatError, as_4d, to_blocks
 
 __all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
-           "float_conv", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",
+           "float_conv", "add_second_term", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",
            "default_block", "random_pool"]
 
 WEIGHT_DISTS = ("normal", "zero", "extreme", "sparse")
 INPUT_DISTS = ("normal", "uniform", "extreme", "zero")
 #: Stored weight formats of a random layer: raw shift codes, a scalar codebook (k-means
 #: weight sharing, d = 1) or a product-quantized codebook (k codewords of d codes).
-WEIGHT_FORMATS = ("shift", "kmeans", "pq")
+WEIGHT_FORMATS = ("shift", "two-term", "kmeans", "pq")
+_RAW_FORMATS = ("shift", "two-term")
 
 
 def conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
@@ -47,7 +48,7 @@ def conv_acc(x: np.ndarray, op: Conv2d) -> np.ndarray:
     xt = torch.from_numpy(xa[None] if single else xa)
     t, left, b, r = op.padding
     xt = F.pad(xt, (left, r, t, b))
-    wt = torch.from_numpy(np.asarray(nx.decode_shift(op.weight, op.exp_bits), dtype=np.float64))
+    wt = torch.from_numpy(op.values().astype(np.float64))
     y = F.conv2d(xt, wt, stride=op.stride).numpy()
     if not np.all(np.abs(y) < 2.0**52):
         raise IRError(f"op {op.name!r}: accumulator beyond exact float64 range")
@@ -224,9 +225,9 @@ def _check_random_args(op: str, cin: int, cout: int, kernel: int, stride: int, s
     defaults filled in (``(None, None)`` for raw shift codes)."""
     if weights not in WEIGHT_FORMATS:
         raise IRError(f"unknown weight format {weights!r} (one of {', '.join(WEIGHT_FORMATS)})")
-    if weights == "shift" and (k is not None or d is not None):
+    if weights in _RAW_FORMATS and (k is not None or d is not None):
         raise IRError("--k/--d need a codebook weight format (kmeans or pq)")
-    if weights != "shift":
+    if weights not in _RAW_FORMATS:
         k = 256 if k is None else k
         if weights == "kmeans" and d not in (None, 1):
             raise IRError(f"kmeans is a scalar codebook (d=1), not d={d}")
@@ -261,7 +262,8 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
     ``residual`` adds the input itself as the residual operand (a ResNet identity shortcut;
     needs ``cin == cout`` and an output the size of the input), aligned to the accumulator
     scale (``res_shift = w_frac``).
-    ``weights``: the stored format (``WEIGHT_FORMATS``): ``shift`` raw codes; ``kmeans`` a
+    ``weights``: the stored format (``WEIGHT_FORMATS``): ``shift`` raw codes; ``two-term``
+    raw codes with a second term each (:func:`add_second_term`); ``kmeans`` a
     scalar codebook of ``k`` codes (``d = 1``); ``pq`` ``k`` codewords of ``d`` codes
     (default :func:`default_block`). Codewords are drawn from the layer's blocks, indices are
     uniformly random (:func:`random_codebook`); the layer's codes are the decoded ones.
@@ -288,9 +290,16 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
                                        relu=relu, acc_bits=acc_bits, max_exp=emax,
                                        linear=linear)
     else:
+        # extreme two-term codes repeat the first term: one bit of accumulator for the sum
+        two_extreme = weights == "two-term" and weights_dist == "extreme"
         conv, out_spec = _fixed_code_conv(rng, in_spec, cout, kernel, stride, pad4,
-                                          exp_bits=exp_bits, acc_bits=acc_bits, emax=emax,
+                                          exp_bits=exp_bits,
+                                          acc_bits=acc_bits - int(two_extreme), emax=emax,
                                           weights_dist=weights_dist, relu=relu, linear=linear)
+    if weights == "two-term":
+        real = wf * np.exp2(conv.w_frac.astype(np.float64)).reshape(-1, 1, 1, 1) \
+            if weights_dist in ("normal", "sparse") else None
+        add_second_term(conv, real, acc_bits=acc_bits)
     g.add_tensor(out_spec)
     if residual:
         if g.tensors["y"].shape != in_spec.shape:
@@ -298,7 +307,7 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
                           f"{in_spec.shape}, not {g.tensors['y'].shape}")
         conv.residual = "x"
         conv.res_shift = np.clip(conv.w_frac, -128, 127)
-    if weights != "shift":
+    if weights not in _RAW_FORMATS:
         assert k is not None and d is not None
         try:
             fmt = random_codebook(conv.weight, k, d, exp_bits, rng)
@@ -308,6 +317,26 @@ def random_layer(op: str = "conv", cin: int = 16, cout: int = 32, kernel: int = 
     g.add_op(conv)
     g.validate()
     return RandomLayer(g, {"x": x})
+
+
+def add_second_term(conv: Conv2d, target: np.ndarray | None, *, acc_bits: int) -> None:
+    """Give ``conv`` a second shift term per weight (``Conv2d.weight2``): the nearest power of
+    two (linear rounding, zero allowed) to what the first term leaves of ``target`` (the
+    weights in units of the codes, ``real * 2**w_frac``); with no target, the second term
+    repeats the first (zero and extreme layers: 0, and twice the largest exponent). Refused
+    (IRError) if the sums could overflow ``acc_bits``."""
+    eb = conv.exp_bits
+    if target is None:
+        conv.weight2 = conv.weight.copy()
+    else:
+        rest = np.asarray(target, np.float64).reshape(conv.weight.shape) \
+            - nx.decode_shift(conv.weight, eb)
+        conv.weight2, _ = nx.float_to_shift(rest, eb, rounding="linear", w_frac=0)
+    conv._check_terms()
+    try:
+        nx.check_acc_fits(conv.values(), conv.bias, acc_bits=acc_bits, what=f"op {conv.name!r}")
+    except nx.NumericsError as e:
+        raise IRError(str(e)) from None
 
 
 def _random_geometry(linear: bool, kernel: int, stride: int, padding: int | None, size: int

@@ -34,8 +34,9 @@ def codebook_weight_bytes(op: Conv2d, cfg: CoreConfig, plan: ConvPlan) -> bytes:
 
 
 def conv_weight_bytes(op: Conv2d, cfg: CoreConfig) -> bytes:
-    """WGT rows of every group: row ``g*C*KK + (c*KH + ky)*KW + kx``, byte j = column j
-    (raw shift codes; codebook layers: :func:`codebook_weight_bytes`)."""
+    """WGT rows of every group: row ``(g*T + t)*C*KK + (c*KH + ky)*KW + kx`` (term ``t`` of
+    ``T``: ``ConvPlan.wgt_rows``), byte j = column j (raw shift codes; codebook layers:
+    :func:`codebook_weight_bytes`; the multiplier PE takes a two-term weight's value)."""
     if op.weight_format is not None:
         raise CompileError(f"layer {op.name!r}: codebook weights are packed per plan "
                            f"(codebook_weight_bytes)")
@@ -43,7 +44,7 @@ def conv_weight_bytes(op: Conv2d, cfg: CoreConfig) -> bytes:
     groups = -(-O // cfg.cols)
     wrow = cfg.wbuf_row_bytes
     if cfg.pe == "mult":
-        vals = np.asarray(nx.decode_shift(op.weight, op.exp_bits), dtype=np.int64)
+        vals = op.values()
         bad = (vals < -128) | (vals > 127)
         if np.any(bad):
             o = int(np.argwhere(bad)[0][0])
@@ -55,14 +56,16 @@ def conv_weight_bytes(op: Conv2d, cfg: CoreConfig) -> bytes:
         if op.exp_bits != cfg.exp_bits:
             raise CompileError(f"layer {op.name!r}: weights use exp_bits={op.exp_bits}, the core "
                                f"decodes exp_bits={cfg.exp_bits}")
-        data = op.weight
+        # two-term layers: each group's rows of the first term, then of the second
+        data = op.weight if op.weight2 is None else np.stack([op.weight, op.weight2], axis=1)
         pad = nx.zero_code(cfg.exp_bits)
-    # (O, C*KK) -> (groups, C*KK, wrow)
-    flat = data.reshape(O, C * KH * KW)
-    out = np.full((groups * cfg.cols, C * KH * KW), pad, np.int64)
+    # (O, T*C*KK) -> (groups, T*C*KK, wrow)
+    n = data.size // O
+    flat = data.reshape(O, n)
+    out = np.full((groups * cfg.cols, n), pad, np.int64)
     out[:O] = flat
-    out = out.reshape(groups, cfg.cols, C * KH * KW).transpose(0, 2, 1)
-    rows = np.zeros((groups, C * KH * KW, wrow), np.uint8)
+    out = out.reshape(groups, cfg.cols, n).transpose(0, 2, 1)
+    rows = np.zeros((groups, n, wrow), np.uint8)
     rows[:, :, : cfg.cols] = out.astype(np.uint8)
     return rows.tobytes()
 

@@ -29,7 +29,14 @@ from shiftbook.sw.compiler.tiling import CompileError, input_bands, out_band_lim
 from shiftbook.sw.ir import Conv2d
 from shiftbook.weights import CodebookWeights
 
-__all__ = ["ConvPlan", "plan_conv", "conv_candidates", "check_codebook"]
+__all__ = ["ConvPlan", "plan_conv", "conv_candidates", "check_codebook", "weight_terms"]
+
+
+def weight_terms(op: Conv2d, cfg: CoreConfig) -> int:
+    """Reductions a layer runs per weight: 2 for two-term weights on the shift PE (each term a
+    one-term reduction over the same activations), else 1 (the multiplier PE takes the summed
+    value as one int8)."""
+    return op.terms if cfg.pe == "shift" else 1
 
 
 @dataclass
@@ -66,6 +73,10 @@ class ConvPlan:
     chunk_wrows: list[tuple[int, int]] | None = None
     # Output groups per block (the schedule's outermost loop); 0 when constructed: all groups.
     group_block: int = 0
+    # Two-term layers: 2, and ``chunks`` in pairs over the same channels, ``chunk_terms[k]``
+    # the term chunk k reduces (its WGT rows follow the first term's in each group's rows).
+    terms: int = 1
+    chunk_terms: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.group_block <= 0:
@@ -113,7 +124,8 @@ class ConvPlan:
         """(first row in the layer's weight blob, row count) of group g, chunk k."""
         c0, c1, k0, k1 = self.chunks[k]
         if self.fmt is None:
-            return (g * self.C * self.kk + c0 * self.kk + k0 * self.KW,
+            t = self.chunk_terms[k] if self.chunk_terms else 0
+            return ((g * self.terms + t) * self.C * self.kk + c0 * self.kk + k0 * self.KW,
                     (c1 - c0) * (k1 - k0) * self.KW)
         assert self.chunk_wrows is not None
         off, n = self.chunk_wrows[k]
@@ -181,6 +193,11 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
         chunks = [(c0, c0 + 1, k0, min(KH, k0 + kh_per)) for c0 in range(C)
                   for k0 in range(0, KH, kh_per)]
         wgt_slot = kh_per * KW
+    terms = weight_terms(op, cfg)
+    chunk_terms = None
+    if terms > 1:   # each chunk once per term, both terms of a chunk back to back
+        chunks = [c for c in chunks for _ in range(terms)]
+        chunk_terms = list(range(terms)) * (len(chunks) // terms)
     act_ranges = [(0, C)] if act_ch >= C else [(c0, min(C, c0 + nch)) for c0 in range(0, C, nch)]
     act_slot = round_up(max(c1 - c0 for c0, c1 in act_ranges) * a_plane, B)
     n_act = max(1, min(cfg.abuf_bytes // act_slot, len(bands) * len(act_ranges)))
@@ -189,7 +206,7 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
     out_slot = round_up(bo * y.pitch, B)
     return ConvPlan(op.name, C, H, W, O, KH, KW, sy, sx, (pt, pl, pb, pr), OH, OW, groups,
                     bands, band_in, chunks, act_ranges, a_plane, act_slot, n_act, wgt_slot,
-                    n_wgt, n_bias, out_slot, n_out)
+                    n_wgt, n_bias, out_slot, n_out, terms=terms, chunk_terms=chunk_terms)
 
 
 def conv_candidates(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig) -> list[ConvPlan]:
@@ -259,6 +276,11 @@ def _plan_codebook(op: Conv2d, fmt: CodebookWeights, cfg: CoreConfig, C: int, H:
     for c0, c1, _, _ in chunks:
         chunk_wrows.append((off, wrows(c1 - c0)))
         off += wrows(c1 - c0)
+    terms = weight_terms(op, cfg)
+    chunk_terms = None
+    if terms > 1:   # each chunk once per term, both terms of a chunk back to back
+        chunks = [c for c in chunks for _ in range(terms)]
+        chunk_terms = list(range(terms)) * (len(chunks) // terms)
     act_ranges = [(0, C)] if act_ch >= C else [(c0, min(C, c0 + nch)) for c0 in range(0, C, nch)]
     act_slot = round_up(max(c1 - c0 for c0, c1 in act_ranges) * a_plane, B)
     n_act = max(1, min(cfg.abuf_bytes // act_slot, len(bands) * len(act_ranges)))

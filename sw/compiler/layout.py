@@ -18,7 +18,7 @@ from shiftbook.config import CoreConfig
 from shiftbook.fields import check_fields
 from shiftbook.isa import INSN_BYTES, Insn, Opcode
 from shiftbook.placement import MemoryImage, Placement
-from shiftbook.sw.compiler.conv_plan import ConvPlan, plan_conv
+from shiftbook.sw.compiler.conv_plan import ConvPlan, plan_conv, weight_terms
 from shiftbook.sw.compiler.conv_schedule import layer_registers
 from shiftbook.sw.compiler.pool import plan_pool
 from shiftbook.sw.compiler.tiling import CompileError
@@ -29,7 +29,8 @@ __all__ = ["LayoutCheck", "param_sizes", "check_layout", "memory_error"]
 
 def param_sizes(op: Conv2d, cfg: CoreConfig, plan: ConvPlan | None) -> tuple[int, int, int]:
     """(weight, bias, codebook) blob bytes of a convolution under ``plan``: raw layers one WGT
-    row per reduction step per group of ``cols`` channels, codebook layers their index rows per
+    row per reduction step (and term, :func:`conv_plan.weight_terms`) per group of ``cols``
+    channels, codebook layers their index rows per
     chunk and ``k*d`` codebook bytes; one BIAS row per group. (``plan`` may be None for a raw
     layer.)"""
     groups = -(-op.out_channels // cfg.cols)
@@ -37,7 +38,7 @@ def param_sizes(op: Conv2d, cfg: CoreConfig, plan: ConvPlan | None) -> tuple[int
     fmt = op.weight_format
     if fmt is None:
         _, c, kh, kw = op.weight.shape
-        return groups * c * kh * kw * cfg.wbuf_row_bytes, bias, 0
+        return groups * weight_terms(op, cfg) * c * kh * kw * cfg.wbuf_row_bytes, bias, 0
     if plan is None:
         raise ValueError(f"layer {op.name!r}: a codebook layer's weight size needs its plan")
     return groups * plan.group_wrows * cfg.wbuf_row_bytes, bias, fmt.k * fmt.d

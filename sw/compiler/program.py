@@ -28,7 +28,7 @@ from shiftbook.sw.compiler.conv import (
     conv_weight_bytes,
     schedule_conv,
 )
-from shiftbook.sw.compiler.conv_plan import conv_candidates
+from shiftbook.sw.compiler.conv_plan import conv_candidates, weight_terms
 from shiftbook.sw.compiler.emitter import Emitter
 from shiftbook.sw.compiler.layout import memory_error, param_sizes
 from shiftbook.sw.compiler.pool import plan_pool, pool_bias_bytes, pool_layer_meta, schedule_pool
@@ -69,7 +69,8 @@ def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig
         wmeta: dict[str, Any] = {
             "wfmt": WFMT_RAW, "k": None, "d": None, "index_bits": None, "layout": None,
             "codebook_addr": None, "codebook_bytes": 0,
-            "footprint": RawWeights(op.weight, op.exp_bits).footprint().to_dict()}
+            "footprint": RawWeights(op.weight, op.exp_bits, op.weight2 if weight_terms(op, cfg) > 1
+                                    else None).footprint().to_dict()}
     else:
         wmeta = {
             "wfmt": WFMT_CODEBOOK, "k": fmt.k, "d": fmt.d, "index_bits": fmt.index_bits,
@@ -89,6 +90,7 @@ def _layer_meta(index: int, op: Conv2d, plan: Any, graph: Graph, cfg: CoreConfig
             "bands": [list(b) for b in plan.bands],
             "chunks": [list(c) for c in plan.chunks],
             "out_w": plan.OW, "group_block": plan.group_block,
+            **({"terms": plan.terms} if plan.terms > 1 else {}),
         },
         "weights": wmeta,
         **extra,
@@ -192,13 +194,14 @@ def _lay_out(graph: Graph, cfg: CoreConfig, inputs: dict[str, np.ndarray],
             continue
         if not isinstance(op, Conv2d):
             raise CompileError(f"layer {op.name!r}: op kind {op.kind!r} is not supported yet")
-        w_int = nx.decode_shift(op.weight, op.exp_bits)
+        w_int = op.values()
         try:
             nx.check_acc_fits(w_int, op.bias, acc_bits=cfg.acc_bits, act_bits=cfg.act_bits,
                               what=f"layer {op.name!r}")
         except nx.NumericsError as e:
             raise CompileError(str(e)) from None
-        if cfg.pe == "shift" and int(np.max(op.weight, initial=0)) >= 1 << (cfg.exp_bits + 2):
+        top = max(int(np.max(w, initial=0)) for w in (op.weight, op.weight2) if w is not None)
+        if cfg.pe == "shift" and top >= 1 << (cfg.exp_bits + 2):
             raise CompileError(f"layer {op.name!r}: weight codes exceed the core's code width")
         fmt = op.weight_format
         x, y = places[op.input], places[op.output]

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from shiftbook import numerics as nx
 from shiftbook.sw.ir import Graph
 
 __all__ = ["graph_to_qonnx", "save_qonnx", "QONNX_DOMAIN"]
@@ -68,9 +67,8 @@ class _Emitter:
 
     def conv(self, op: Any) -> None:
         g = self.g
-        eb = op.exp_bits
         in_frac = g.tensors[op.input].frac
-        ints = np.asarray(nx.decode_shift(op.weight, eb), np.float64)
+        ints = op.values().astype(np.float64)
         o = ints.shape[0]
         wf = np.asarray(op.w_frac, np.int64)
         linear = op.kind == "linear"

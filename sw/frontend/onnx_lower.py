@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from shiftbook import numerics as nx
 from shiftbook.config import CoreConfig
 from shiftbook.sw.ir import SumPool2d, TensorSpec
 
@@ -90,7 +89,7 @@ def _weight_errors(src: OnnxSource, low: Lowered) -> list[str]:
         op = ops.get(lay.name)
         if op is None or lay.name not in src.converted:
             continue
-        w = np.asarray(nx.decode_shift(op.weight, low.config.exp_bits), np.float64)
+        w = op.values().astype(np.float64)
         w = w.reshape(lay.weight.shape) * np.exp2(-op.w_frac.astype(np.float64)).reshape(
             -1, 1, 1, 1)
         ref = lay.weight
