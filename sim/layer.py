@@ -70,7 +70,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.weights not in WEIGHT_FORMATS:
         raise LayerError(f"unknown --weights {args.weights!r} (one of "
                          f"{', '.join(WEIGHT_FORMATS)})")
-    if args.weights == "shift" and (args.k is not None or args.d is not None):
+    if args.weights in ("shift", "two-term") and (args.k is not None or args.d is not None):
         raise LayerError("--k/--d need --weights kmeans or pq")
     if args.weights == "kmeans" and args.d not in (None, 1):
         raise LayerError(f"--weights kmeans is a scalar codebook (d=1), not --d {args.d}")
@@ -87,6 +87,12 @@ def _check_args(args: argparse.Namespace) -> None:
                              f"({args.size} + 2*{pad} = {args.size + 2 * pad})")
 
 
+def _mult_max_exp(weights: str) -> int:
+    """The largest exponent whose values fit the multiplier PE's int8 weights (a two-term
+    weight may sum two terms of that exponent)."""
+    return 5 if weights == "two-term" else 6
+
+
 def run_layer(args: LayerSpec | argparse.Namespace) -> dict[str, Any]:
     """Everything `shiftbook layer` does, returning its JSON record."""
     from shiftbook.config import load_config
@@ -101,7 +107,8 @@ def run_layer(args: LayerSpec | argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config)
     layer = random_layer(args.op, args.cin, args.cout, args.kernel, args.stride, args.padding,
                          args.size, seed=args.seed, exp_bits=cfg.exp_bits,
-                         acc_bits=cfg.acc_bits, max_exp=6 if cfg.pe == "mult" else None,
+                         acc_bits=cfg.acc_bits, max_exp=_mult_max_exp(args.weights)
+                         if cfg.pe == "mult" else None,
                          weights_dist=args.weights_dist, input_dist=args.input_dist,
                          relu=not args.no_relu, residual=args.residual,
                          weights=args.weights, k=args.k, d=args.d)

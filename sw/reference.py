@@ -25,8 +25,8 @@ from shiftbook.sw.ir import Conv2d, Graph, IRError, Linear, MaxPool2d, SumPool2d
 from shiftbook.weights import CodebookWeights, WeightFormatError, as_4d, to_blocks
 
 __all__ = ["run_graph", "conv_acc", "quantize_conv", "random_layer", "RandomLayer",
-           "float_conv", "add_second_term", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS", "random_codebook",
-           "default_block", "random_pool"]
+           "float_conv", "add_second_term", "WEIGHT_DISTS", "INPUT_DISTS", "WEIGHT_FORMATS",
+           "random_codebook", "default_block", "random_pool"]
 
 WEIGHT_DISTS = ("normal", "zero", "extreme", "sparse")
 INPUT_DISTS = ("normal", "uniform", "extreme", "zero")

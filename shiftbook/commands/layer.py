@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"weights: {', '.join(WEIGHT_DISTS)} (default normal)")
     p.add_argument("--weights", default="shift",
                    help=f"stored weight format: {', '.join(WEIGHT_FORMATS)} (default shift: raw "
-                        f"codes; kmeans: scalar codebook, d=1; pq: product-quantized)")
+                        f"codes; two-term: +-2^a +-2^b per weight; kmeans: scalar codebook, "
+                        f"d=1; pq: product-quantized)")
     p.add_argument("--k", type=int, default=None,
                    help="codebook size for kmeans/pq (default 256)")
     p.add_argument("--d", type=int, default=None,

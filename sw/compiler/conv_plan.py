@@ -276,11 +276,6 @@ def _plan_codebook(op: Conv2d, fmt: CodebookWeights, cfg: CoreConfig, C: int, H:
     for c0, c1, _, _ in chunks:
         chunk_wrows.append((off, wrows(c1 - c0)))
         off += wrows(c1 - c0)
-    terms = weight_terms(op, cfg)
-    chunk_terms = None
-    if terms > 1:   # each chunk once per term, both terms of a chunk back to back
-        chunks = [c for c in chunks for _ in range(terms)]
-        chunk_terms = list(range(terms)) * (len(chunks) // terms)
     act_ranges = [(0, C)] if act_ch >= C else [(c0, min(C, c0 + nch)) for c0 in range(0, C, nch)]
     act_slot = round_up(max(c1 - c0 for c0, c1 in act_ranges) * a_plane, B)
     n_act = max(1, min(cfg.abuf_bytes // act_slot, len(bands) * len(act_ranges)))

@@ -24,7 +24,7 @@ def format_name(lay: Any) -> str:
         return f"{lay.op} (no weights)"
     w = lay.weights
     if not w.is_codebook:
-        return "raw shift codes"
+        return "two-term shift codes" if (lay.tiles.terms or 1) > 1 else "raw shift codes"
     kind = "PQ" if (w.d or 1) > 1 else "scalar"
     return f"{kind} codebook k={w.k} d={w.d}"
 

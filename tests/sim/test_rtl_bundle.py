@@ -26,6 +26,15 @@ LAYERS = {
     # row read once, the bands run backwards in odd blocks)
     "conv-group-blocks": dict(op="conv", cin=64, cout=6, kernel=3, stride=2, padding=None,
                               size=12, seed=7),
+    # two-term weights (issue 16): both terms at the top exponent the accumulator allows,
+    # saturating; a residual layer; and one whose terms run in several channel chunks
+    "two-term-extreme": dict(op="conv", cin=6, cout=5, kernel=3, stride=1, padding=None,
+                             size=5, seed=8, weights="two-term", weights_dist="extreme",
+                             input_dist="extreme", relu=False),
+    "two-term-residual": dict(op="conv", cin=4, cout=4, kernel=3, stride=1, padding=None,
+                              size=5, seed=9, residual=True, weights="two-term"),
+    "two-term-chunks": dict(op="conv", cin=64, cout=3, kernel=3, stride=1, padding=None,
+                            size=4, seed=10, weights="two-term"),
 }
 
 
@@ -46,6 +55,11 @@ def test_bundle_matches_functional_and_golden(tiny_core, tmp_path, name):
         t = prog.layers[0].tiles
         assert len(t.bands) > 1 and t.group_block < t.groups
         assert prog.layers[0].weight_bytes_read == prog.layers[0].weight_bytes
+    if name.startswith("two-term"):
+        t = prog.layers[0].tiles
+        assert t.terms == 2 and len(t.chunks) >= 2
+        if name == "two-term-chunks":
+            assert len(t.chunks) >= 4
     path = write_bundle(prog, layer.graph, tmp_path / "bundle")
     bundle = load_bundle(path, TINY)
 
