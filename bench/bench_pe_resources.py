@@ -3,7 +3,9 @@
 Each PE (``hw/pe.py``) is synthesised alone with YoWASP Yosys ``synth_ecp5``, once with DSP
 inference (the multiplier goes into a MULT18X18D) and once with ``-nodsp`` (everything in
 LUTs), and once more with ``-nowidelut`` (no PFU-mux LUT5/6 mapping, which costs more LUT4s
-here). LUT4s count carry cells as two LUT4s each (a CCU2C holds two). The largest array of
+here). The two-term shift PE (``hw/pe.TwoTermShiftPE``, issue 16: two shifters and an adder)
+is synthesised beside them for comparison. LUT4s count carry cells as two LUT4s each (a CCU2C
+holds two). The largest array of
 each kind on the ULX3S-85F, with the whole board design synthesised, placed and routed, is
 ``bench/bench_max_array.py``.
 
@@ -24,12 +26,13 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from shiftbook.boards.build import _yosys_cells, find_tools
-from shiftbook.hw.pe import make_pe
+from shiftbook.hw.pe import TwoTermShiftPE, make_pe
 
 
 def synth_pe(kind: str, *, acc_bits: int, exp_bits: int, dsp: bool, workdir: Path,
              yosys: str, widelut: bool = True) -> dict[str, int]:
-    pe = make_pe(kind, acc_bits=acc_bits, exp_bits=exp_bits)
+    pe = TwoTermShiftPE(acc_bits=acc_bits, exp_bits=exp_bits) if kind == "two-term" \
+        else make_pe(kind, acc_bits=acc_bits, exp_bits=exp_bits)
     il = workdir / f"{kind}_{'dsp' if dsp else 'nodsp'}{'' if widelut else '_nowidelut'}.il"
     il.write_text(rtlil.convert(pe, name="pe"))
     log = il.with_suffix(".log")
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"shift_dsp": ("shift", True, True), "mult_dsp": ("mult", True, True),
                 "mult_nodsp": ("mult", False, True), "shift_nodsp": ("shift", False, True),
                 "shift_nowidelut": ("shift", True, False),
-                "mult_nowidelut": ("mult", True, False)}
+                "mult_nowidelut": ("mult", True, False),
+                "two_term": ("two-term", True, True)}
     with tempfile.TemporaryDirectory() as tmp:
         for key, (kind, dsp, widelut) in variants.items():
             res[key] = synth_pe(kind, acc_bits=args.acc_bits, exp_bits=args.exp_bits,
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "lut4_mult_nodsp_over_shift": res["mult_nodsp"]["lut4"] / res["shift_dsp"]["lut4"],
         "lut4_mult_dsp_over_shift": res["mult_dsp"]["lut4"] / res["shift_dsp"]["lut4"],
         "ff_mult_over_shift": res["mult_nodsp"]["ff"] / max(res["shift_dsp"]["ff"], 1),
+        "lut4_two_term_over_shift": res["two_term"]["lut4"] / res["shift_dsp"]["lut4"],
     }
     print(f"ECP5 resources per PE (acc_bits={args.acc_bits}, exp_bits={args.exp_bits}; "
           f"LUT4 = LUT4 + 2 x CCU2C)")
@@ -80,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in (("shift_dsp", "shift PE"), ("mult_dsp", "mult PE (DSP)"),
                        ("mult_nodsp", "mult PE (-nodsp)"), ("shift_nodsp", "shift PE (-nodsp)"),
                        ("shift_nowidelut", "shift PE (-nowidelut)"),
-                       ("mult_nowidelut", "mult PE (DSP, -nowidelut)")):
+                       ("mult_nowidelut", "mult PE (DSP, -nowidelut)"),
+                       ("two_term", "two-term shift PE (*)")):
         r = res[key]
         print(f"  {label:26s}{r['lut4']:7d}{r['lut4_plain']:7d}{r['ccu2c']:8d}{r['ff']:6d}"
               f"{r['dsp']:5d}")
     print(f"  LUT4 ratio mult(-nodsp)/shift: {ratios['lut4_mult_nodsp_over_shift']:.2f}x, "
-          f"mult(DSP)/shift: {ratios['lut4_mult_dsp_over_shift']:.2f}x")
+          f"mult(DSP)/shift: {ratios['lut4_mult_dsp_over_shift']:.2f}x, "
+          f"two-term/shift: {ratios['lut4_two_term_over_shift']:.2f}x")
+    print("  (*) two shifters and an adder, one step per two-term weight: built for this "
+          "comparison; the core runs two-term layers on the shift PE, one reduction per term")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     record = {"bench": "pe_resources", "device": "LFE5U-85F", "acc_bits": args.acc_bits,

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from shiftbook import numerics
 from shiftbook.isa import Mode
 
-__all__ = ["ShiftPE", "MultPE", "make_pe", "pe_model"]
+__all__ = ["ShiftPE", "MultPE", "TwoTermShiftPE", "make_pe", "pe_model"]
 
 
 def pe_model(acc: int, x: int, code: int, *, valid: bool, mode: int, first: bool,
@@ -25,16 +25,20 @@ def pe_model(acc: int, x: int, code: int, *, valid: bool, mode: int, first: bool
     ``first`` starts from 0 (MAC, SUM) or the most negative accumulator value (MAX); invalid
     (padding) positions change nothing else; the sum wraps at ``acc_bits`` (the compiler
     proves real layers never overflow). The MAC addend is ``numerics.shift_product`` (shift
-    PE) or ``x * int8(code)`` (multiplier PE).
+    PE), ``x * int8(code)`` (multiplier PE), or for the two-term PE the sum of the shift
+    products of the code's low byte and high byte.
     """
     lo = -(1 << (acc_bits - 1))
     if first:
         acc = lo if mode == Mode.MAX else 0
     if valid:
         if mode == Mode.MAC:
+            mask = (1 << (exp_bits + 2)) - 1
             if kind == "shift":
-                acc += int(numerics.shift_product(x, code & ((1 << (exp_bits + 2)) - 1),
-                                                  exp_bits))
+                acc += int(numerics.shift_product(x, code & mask, exp_bits))
+            elif kind == "two-term":
+                acc += int(numerics.shift_product(x, code & mask, exp_bits)) \
+                    + int(numerics.shift_product(x, (code >> 8) & mask, exp_bits))
             else:
                 w = code - 256 if code & 0x80 else code
                 acc += x * w
@@ -100,6 +104,7 @@ class _PE(wiring.Component):
 
     kind = "shift"
     latency = 1
+    code_width = 8
 
     def __init__(self, *, acc_bits: int = 32, exp_bits: int = 4):
         if not 1 <= exp_bits <= 5:
@@ -113,7 +118,7 @@ class _PE(wiring.Component):
         self._exp_bits = exp_bits
         super().__init__({
             "en": In(1), "first": In(1), "valid": In(1), "mode": In(2),
-            "x": In(signed(8)), "code": In(8),
+            "x": In(signed(8)), "code": In(self.code_width),
             "load": In(1), "shift": In(1),
             "drain_in": In(signed(acc_bits)), "drain": Out(signed(acc_bits)),
             "acc": Out(signed(acc_bits)),
@@ -215,6 +220,50 @@ class MultPE(_PE):
         b = Signal(signed(16))
         m.d.comb += b.eq(Mux(mac, prod, Mux(pass_x, self.x, 0)))
         return b, Const(0, 1)
+
+
+class TwoTermShiftPE(_PE):
+    """A two-term shift PE (issue 16's first candidate): two shifters and an adder, MAC adds
+    ``±(x << a) ±(x << b)`` in one step; ``code`` holds the first term's code in its low byte
+    and the second's in its high byte.
+
+    Built for comparison only (``bench/bench_pe_resources.py`` prints its LUT4s beside the
+    shift PE): the core runs two-term layers on the one-term PE, one reduction per term
+    (docs/numerics.md), so no PE pays for the second shifter on one-term layers.
+    """
+
+    kind = "two-term"
+    code_width = 16
+
+    def __init__(self, *, acc_bits: int = 32, exp_bits: int = 4):
+        if 9 + (1 << exp_bits) > acc_bits:
+            self._MustUse__silence = True
+            raise ValueError(f"acc_bits={acc_bits} must hold the sum of two products of "
+                             f"exp_bits={exp_bits}")
+        super().__init__(acc_bits=acc_bits, exp_bits=exp_bits)
+
+    def _operand(self, m: Module, mac: Value, pass_x: Value) -> tuple[Value, Value]:
+        eb = self._exp_bits
+        width = 8 + (1 << eb)
+
+        def term(code: Value, keep: Value) -> tuple[Value, Value]:
+            e, sign, zero = code[:eb], code[eb], code[eb + 1]
+            xg = Signal(signed(8))
+            m.d.comb += xg.eq(Mux(keep | (mac & ~zero), self.x, 0))
+            neg = Signal()
+            m.d.comb += neg.eq(mac & sign & ~zero)
+            p = Signal(signed(width - 1))
+            m.d.comb += p.eq(xg << Mux(mac, e, 0))
+            return Mux(neg, ~p, p), neg
+
+        # MAX and SUM pass x through the first term; the second adds nothing then. Each
+        # negative term is ~p + 1: one +1 is the accumulator adder's carry-in, the other the
+        # term adder's.
+        t1, n1 = term(self.code[:8], pass_x)
+        t2, n2 = term(self.code[8:], Const(0, 1))
+        b = Signal(signed(width))
+        m.d.comb += b.eq(t1 + t2 + n2)
+        return b, n1
 
 
 def make_pe(kind: str, *, acc_bits: int, exp_bits: int) -> _PE:

@@ -143,3 +143,26 @@ def test_max_against_accumulators_outside_int8():
                 rest -= m << e if rest > 0 else -(m << e)
             steps.append((x, 0, 1, Mode.MAX, 0))
     _check_steps(dut, steps)
+
+
+def test_two_term_pe_exhaustive_small():
+    """The comparison two-term PE (both codes' shift products in one step) against its
+    model: every int8 x with every pair of 4-bit codes (exp_bits = 2), and MAX/SUM steps."""
+    from shiftbook.hw.pe import TwoTermShiftPE
+
+    dut = TwoTermShiftPE(acc_bits=16, exp_bits=2)
+    rng = random.Random(2)
+    steps = []
+    for x in range(-128, 128, 3):
+        for c1 in range(16):
+            for c2 in range(16):
+                steps.append((x, c1 | c2 << 8, 1, Mode.MAC, rng.random() < 0.1))
+    for x in range(-128, 128):
+        for mode in (Mode.MAX, Mode.SUM):
+            steps.append((x, rng.randrange(1 << 12), rng.randrange(2), mode,
+                          rng.random() < 0.2))
+    rng.shuffle(steps)
+    steps.insert(0, (0, 0, 0, Mode.MAX, 1))
+    _check_steps(dut, steps)
+    assert pe_model(0, -5, 3 | 7 << 8, valid=True, mode=Mode.MAC, first=True, acc_bits=16,
+                    exp_bits=2, kind="two-term") == -5 * 8 + 5 * 8
