@@ -137,9 +137,12 @@ class ConvPlan:
 
 
 def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
-              double_act: bool = False) -> ConvPlan:
+              double_act: bool = False, balanced: bool = False) -> ConvPlan:
     """Tile ``op``. With several input bands, ``double_act`` makes bands small enough for two
-    ACT slots (the next band loads while one computes; more, smaller bands)."""
+    ACT slots (the next band loads while one computes; more, smaller bands). ``balanced``
+    cuts a raw layer that needs channel chunks into equal chunks of at most a quarter of WGT
+    (ResNet-18's 512-channel 3x3 on ``base``: 4 x 128 channels instead of 455 + 57): four WGT
+    slots or more, so the next chunks' weights load while one computes."""
     C, H, W = x.shape
     O, OH, OW = y.shape
     KH, KW = op.kernel
@@ -180,6 +183,10 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
     w_ch = (cfg.wbuf_rows // 2) // kk or cfg.wbuf_rows // kk
     if w_ch:
         nch = min(C, w_ch, act_ch)
+        if balanced and nch < C:
+            # at most a quarter of WGT per chunk (four slots or more), all chunks equal
+            nch = min(nch, max(1, (cfg.wbuf_rows // 4) // kk))
+            nch = -(-C // -(-C // nch))
         chunks = [(c0, min(C, c0 + nch), 0, KH) for c0 in range(0, C, nch)]
         wgt_slot = nch * kk
     else:
@@ -212,16 +219,19 @@ def plan_conv(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig, *,
 def conv_candidates(op: Conv2d, x: Placement, y: Placement, cfg: CoreConfig) -> list[ConvPlan]:
     """The tilings the compiler times for a layer (``program._choose_plan``), plain first: the
     plain plan, the double-buffered ACT plan where its bands differ, each followed by its
-    blocked variant (:meth:`ConvPlan.blocked`) where that changes something. All of them have
+    balanced-chunk variant where its chunks differ, each of those followed by its blocked
+    variant (:meth:`ConvPlan.blocked`) where that changes something. All of them have
     the same parameter blobs and layer registers; the blocked variants the same COMPUTEs."""
     plan = plan_conv(op, x, y, cfg)
     alt = plan_conv(op, x, y, cfg, double_act=True)
     out = []
-    for p in [plan] if alt.bands == plan.bands else [plan, alt]:
-        out.append(p)
-        b = p.blocked()
-        if b is not None:
-            out.append(b)
+    for dbl, p in [(False, plan)] if alt.bands == plan.bands else [(False, plan), (True, alt)]:
+        even = plan_conv(op, x, y, cfg, double_act=dbl, balanced=True)
+        for q in [p] if even.chunks == p.chunks else [p, even]:
+            out.append(q)
+            b = q.blocked()
+            if b is not None:
+                out.append(b)
     return out
 
 

@@ -193,6 +193,34 @@ def test_banded_layer_picks_the_faster_tiling():
     assert cycles[chosen] == est
 
 
+def test_chunked_layer_picks_equal_chunks_that_overlap_their_loads():
+    """ResNet-18's 512->512 3x3 on 7x7 (base) needs two channel chunks; the first-fit cut
+    (455 + 57 channels) leaves two WGT slots, so the next group's large chunk loads while
+    only the small one computes. Equal chunks of at most a quarter of WGT (3 x ~171) leave
+    five slots: the compiler times both and picks the equal chunks, within 4% of the array's
+    reduction steps (4 tiles of 16 pixels x 32 groups x 4608 steps)."""
+    from shiftbook.sw.compiler.conv import schedule_conv
+    from shiftbook.sw.compiler.conv_plan import conv_candidates
+    from shiftbook.sw.compiler.emitter import Emitter
+
+    cfg = PRESETS["base"]
+    layer = random_layer("conv", 512, 512, 3, 1, 1, 7, seed=0, residual=True, max_exp=9)
+    prog = compile_graph(layer.graph, cfg, layer.inputs)
+    lay = prog.layers[0]
+    x, y = prog.tensors["x"], prog.tensors["y"]
+    cycles = {}
+    for plan in conv_candidates(layer.op, x, y, cfg):
+        em = Emitter()
+        schedule_conv(em, layer.op, plan, cfg, x, y, lay.weight_addr, lay.bias_addr, 0, x)
+        cycles[tuple(c1 - c0 for c0, c1, _, _ in plan.chunks)] = estimate_program(
+            cfg, [*em.insns, Insn(Opcode.END, {})]).total
+    assert set(cycles) == {(455, 57), (171, 171, 170)}
+    est = estimate_program(cfg, prog.insns).total
+    assert tuple(c1 - c0 for c0, c1, _, _ in lay.tiles.chunks) == (171, 171, 170)
+    assert est == cycles[171, 171, 170] < 0.92 * cycles[455, 57]
+    assert est < 1.04 * 4 * 32 * 4608
+
+
 def _relocation_cases():
     import torch
 
@@ -243,7 +271,9 @@ def test_cycle_floor_is_below_every_candidates_cycles():
              (PRESETS["tiny"], random_layer("conv", 64, 6, 3, 2, None, 12, seed=7)),
              (PRESETS["tiny"], random_layer("conv", 64, 8, 1, 2, 0, 16, seed=2)),
              (PRESETS["tiny"], random_layer("conv", 40, 40, 3, 1, 1, 12, seed=3,
-                                            residual=True))]
+                                            residual=True)),
+             (PRESETS["tiny"], random_layer("conv", 64, 8, 3, 1, 1, 6, seed=4,
+                                            weights="two-term"))]
     tried = 0
     for cfg, layer in cases:
         prog = compile_graph(layer.graph, cfg, layer.inputs)
