@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table(ordered))
     print(f"wall time {wall:.0f} s (yosys warm-up {warm_s:.0f} s), "
           f"{os.cpu_count()} CPU cores, {args.jobs} parallel builds")
+    from shiftbook.boards.build import critical_path_text
+    for r in ordered:
+        if r["ok"] and r.get("critical_path"):
+            print(f"{r['board']}: {critical_path_text(r['critical_path'])}")
     for r in ordered:
         if r["ok"] and not r["timing_met"] and r["board"] not in MUST_MEET_TIMING:
             print(f"warning: {r['board']} misses its {r['clk_mhz']:.2f} MHz clock "

@@ -33,6 +33,7 @@ __all__ = [
     "BuildError", "ToolMissingError", "DoesNotFitError", "TimingError", "BuildTimeoutError",
     "BuildReport",
     "find_tools", "board_top", "board_verilog", "build", "build_design", "parse_report",
+    "critical_path", "critical_path_text",
     "plan_is_built", "synthesize_design", "TOP_NAME",
 ]
 
@@ -98,6 +99,7 @@ class BuildReport:
     seconds: float
     yosys_cells: dict[str, int] = field(default_factory=dict)
     reused: bool = False
+    critical_path: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -111,6 +113,8 @@ class BuildReport:
         verdict = "met" if self.timing_met else "MISSED"
         lines.append(f"  Fmax   {self.fmax_mhz:.2f} MHz at a {self.clk_mhz:.2f} MHz clock: "
                      f"timing {verdict}")
+        if self.critical_path:
+            lines.append(f"  {critical_path_text(self.critical_path)}")
         if self.bitstream:
             lines.append(f"  bitstream {self.bitstream}")
         lines.append(f"  built in {self.seconds:.0f} s" + (" (reused)" if self.reused else ""))
@@ -246,7 +250,7 @@ def build_design(target: Target, design: Any, outdir: str | Path, *, config_name
                       clk_mhz=report["clk_mhz"], fmax_mhz=report["fmax_mhz"],
                       timing_met=report["timing_met"], bitstream=str(out / bit),
                       seconds=round(seconds, 1), yosys_cells=report["yosys_cells"],
-                      reused=reused)
+                      reused=reused, critical_path=report["critical_path"])
     (out / "report.json").write_text(rep.to_json())
     (out / "report.txt").write_text(rep.to_text())
     say(rep.to_text().rstrip())
@@ -412,9 +416,70 @@ def parse_report(path: str | Path, target: Target, *, yosys_log: str | Path | No
     # The slowest constrained clock decides.
     worst = min(fmax.values(), key=lambda f: f["achieved"] / max(f["constraint"], 1e-9))
     achieved, constraint = float(worst["achieved"]), float(worst["constraint"])
+    clock = next(k for k, f in fmax.items() if f is worst)
     return {"resources": resources, "fmax_mhz": round(achieved, 2),
             "clk_mhz": round(constraint, 2), "timing_met": achieved >= constraint,
-            "yosys_cells": cells}
+            "yosys_cells": cells, "critical_path": critical_path(data, clock)}
+
+
+_SRC = re.compile(r"^(?P<file>.+?\.py):(?P<line>\d+)")
+
+
+def _block_of(src: str) -> str | None:
+    """The gateware block a source location of a net lies in (``hw/controller.py:88`` ->
+    ``hw/controller.py``), or None for the tools' own libraries (techmap Verilog)."""
+    mt = _SRC.match(src)
+    if mt is None:
+        return None
+    parts = Path(mt.group("file")).parts
+    if "hw" in parts:                   # shiftbook's gateware: hw/<block>.py
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("hw"):])
+    return Path(mt.group("file")).name
+
+
+def critical_path(data: dict[str, Any], clock: str | None = None) -> dict[str, Any] | None:
+    """The longest path of nextpnr's ``--report`` ``critical_paths`` (of ``clock`` when
+    given, e.g. ``cd_sync.clk``): its delay split into logic and routing, the nets it starts
+    and ends on, and the gateware block (the ``hw/*.py`` file whose nets carry most of its
+    routing and logic delay, from the nets' source locations) it lies in. None without
+    paths."""
+    best, best_ns = None, -1.0
+    for cp in data.get("critical_paths") or []:
+        if clock and clock not in f"{cp.get('from', '')} {cp.get('to', '')}":
+            continue
+        ns = sum(float(seg.get("delay", 0.0)) for seg in cp.get("path", []))
+        if ns > best_ns:
+            best, best_ns = cp, ns
+    if best is None or not best.get("path"):
+        return None
+    segs = best["path"]
+    routing = sum(float(seg.get("delay", 0.0)) for seg in segs if seg.get("type") == "routing")
+    share: dict[str, float] = {}
+    nets = [seg["net"] for seg in segs if seg.get("net")]
+    for i, seg in enumerate(segs):
+        # a net's delay, and the logic delay of the cell it drives, count for its block
+        srcs = seg.get("sources") or (segs[i - 1].get("sources") if i else None) or []
+        blocks = {b for b in map(_block_of, srcs) if b}
+        for b in blocks:
+            share[b] = share.get(b, 0.0) + float(seg.get("delay", 0.0)) / len(blocks)
+    ranked = sorted(share.items(), key=lambda kv: -kv[1])
+    return {"clock": f"{best.get('from', '')} -> {best.get('to', '')}",
+            "delay_ns": round(best_ns, 3), "logic_ns": round(best_ns - routing, 3),
+            "routing_ns": round(routing, 3), "segments": len(segs),
+            "from_net": nets[0] if nets else None, "to_net": nets[-1] if nets else None,
+            "block": ranked[0][0] if ranked else None,
+            "blocks": {b: round(ns, 3) for b, ns in ranked}}
+
+
+def critical_path_text(cp: dict[str, Any]) -> str:
+    """One line: ``critical path 23.8 ns (logic 9.1, routing 14.7) in hw/controller.py,
+    from net A to net B``."""
+    where = f" in {cp['block']}" if cp.get("block") else ""
+    ends = ""
+    if cp.get("from_net"):
+        ends = f", from {cp['from_net']} to {cp['to_net']}"
+    return (f"critical path {cp['delay_ns']:.2f} ns (logic {cp['logic_ns']:.2f}, routing "
+            f"{cp['routing_ns']:.2f}){where}{ends}")
 
 
 def _yosys_cells(path: Path) -> dict[str, int]:

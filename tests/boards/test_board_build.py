@@ -59,6 +59,40 @@ def test_parse_report_ecp5(tmp_path) -> None:
     assert (r["fmax_mhz"], r["clk_mhz"], r["timing_met"]) == (61.5, 25.0, True)
 
 
+def _seg(kind: str, delay: float, net: str | None = None, srcs: tuple[str, ...] = ()) -> dict:
+    seg = {"type": kind, "delay": delay, "from": {"cell": "a"}, "to": {"cell": "b"}}
+    if net is not None:
+        seg.update(net=net, sources=list(srcs))
+    return seg
+
+
+def test_critical_path_names_its_block(tmp_path) -> None:
+    """The longest path of the slowest clock: its delay (= 1000 / Fmax), logic and routing,
+    end nets, and the hw/ block whose nets carry most of its delay."""
+    p, log = _report(tmp_path, "ecp5", 42.0, 25.0)
+    rep = json.loads(p.read_text())
+    ctl = "/x/shiftbook/hw/controller.py:120"
+    dec = "/x/shiftbook/hw/decoder.py:77"
+    rep["critical_paths"] = [
+        {"from": "posedge cd_sync.clk", "to": "posedge cd_sync.clk", "path": [
+            _seg("clk-to-q", 0.5), _seg("routing", 6.0, "core.ctrl.pc", (ctl,)),
+            _seg("logic", 2.0), _seg("routing", 9.0, "core.ctrl.state", (ctl,)),
+            _seg("logic", 1.0), _seg("routing", 4.0, "core.dec.idx", (dec, "/share/x.v:3")),
+            _seg("setup", 1.31)]},
+        {"from": "posedge cd_uart.clk", "to": "posedge cd_uart.clk", "path": [
+            _seg("routing", 50.0, "uart.rx", ("/x/shiftbook/hw/uart.py:9",))]}]
+    p.write_text(json.dumps(rep))
+    cp = bb.parse_report(p, get_target("ulx3s-85f"), yosys_log=log)["critical_path"]
+    assert cp["delay_ns"] == 23.81 and cp["routing_ns"] == 19.0 and cp["logic_ns"] == 4.81
+    assert (cp["from_net"], cp["to_net"]) == ("core.ctrl.pc", "core.dec.idx")
+    assert cp["block"] == "hw/controller.py"
+    assert cp["blocks"] == {"hw/controller.py": 18.0, "hw/decoder.py": 5.31}
+    assert bb.critical_path_text(cp) == (
+        "critical path 23.81 ns (logic 4.81, routing 19.00) in hw/controller.py, from "
+        "core.ctrl.pc to core.dec.idx")
+    assert bb.critical_path({"critical_paths": []}) is None
+
+
 def test_parse_report_ice40_counts_ffs_from_yosys(tmp_path) -> None:
     p, log = _report(tmp_path, "ice40", 10.5, 12.0)
     r = bb.parse_report(p, get_target("icebreaker"), yosys_log=log)
@@ -155,6 +189,11 @@ def test_tiny_ice40_bitstream(tmp_path) -> None:
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["resources"] == rep.resources
     assert "timing met" in (tmp_path / "report.txt").read_text()
+    # the critical path: 1000 / Fmax, in the design's own source
+    cp = saved["critical_path"]
+    assert abs(1000 / cp["delay_ns"] - rep.fmax_mhz) < 0.05
+    assert cp["block"] == "test_board_build.py"
+    assert "critical path" in (tmp_path / "report.txt").read_text()
 
 
 def test_board_verilog_arty_with_standin(tmp_path) -> None:
