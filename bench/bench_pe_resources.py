@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"shift_dsp": ("shift", True, True), "mult_dsp": ("mult", True, True),
                 "mult_nodsp": ("mult", False, True), "shift_nodsp": ("shift", False, True),
                 "shift_nowidelut": ("shift", True, False),
-                "mult_nowidelut": ("mult", True, False),
-                "two_term": ("two-term", True, True)}
+                "mult_nowidelut": ("mult", True, False)}
+    two_term = args.acc_bits >= 9 + (1 << args.exp_bits)   # holds the sum of two products
+    if two_term:
+        variants["two_term"] = ("two-term", True, True)
     with tempfile.TemporaryDirectory() as tmp:
         for key, (kind, dsp, widelut) in variants.items():
             res[key] = synth_pe(kind, acc_bits=args.acc_bits, exp_bits=args.exp_bits,
@@ -77,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         "lut4_mult_nodsp_over_shift": res["mult_nodsp"]["lut4"] / res["shift_dsp"]["lut4"],
         "lut4_mult_dsp_over_shift": res["mult_dsp"]["lut4"] / res["shift_dsp"]["lut4"],
         "ff_mult_over_shift": res["mult_nodsp"]["ff"] / max(res["shift_dsp"]["ff"], 1),
-        "lut4_two_term_over_shift": res["two_term"]["lut4"] / res["shift_dsp"]["lut4"],
     }
+    if two_term:
+        ratios["lut4_two_term_over_shift"] = res["two_term"]["lut4"] / res["shift_dsp"]["lut4"]
     print(f"ECP5 resources per PE (acc_bits={args.acc_bits}, exp_bits={args.exp_bits}; "
           f"LUT4 = LUT4 + 2 x CCU2C)")
     print(f"  {'':26s}{'LUT4':>7s}{'(LUT4':>7s}{'CCU2C)':>8s}{'FF':>6s}{'DSP':>5s}")
@@ -87,14 +90,20 @@ def main(argv: list[str] | None = None) -> int:
                        ("shift_nowidelut", "shift PE (-nowidelut)"),
                        ("mult_nowidelut", "mult PE (DSP, -nowidelut)"),
                        ("two_term", "two-term shift PE (*)")):
+        if key not in res:
+            continue
         r = res[key]
         print(f"  {label:26s}{r['lut4']:7d}{r['lut4_plain']:7d}{r['ccu2c']:8d}{r['ff']:6d}"
               f"{r['dsp']:5d}")
     print(f"  LUT4 ratio mult(-nodsp)/shift: {ratios['lut4_mult_nodsp_over_shift']:.2f}x, "
-          f"mult(DSP)/shift: {ratios['lut4_mult_dsp_over_shift']:.2f}x, "
-          f"two-term/shift: {ratios['lut4_two_term_over_shift']:.2f}x")
-    print("  (*) two shifters and an adder, one step per two-term weight: built for this "
-          "comparison; the core runs two-term layers on the shift PE, one reduction per term")
+          f"mult(DSP)/shift: {ratios['lut4_mult_dsp_over_shift']:.2f}x")
+    if two_term:
+        print(f"  two-term/shift: {ratios['lut4_two_term_over_shift']:.2f}x. (*) two shifters "
+              f"and an adder, one step per two-term weight: built for this comparison; the "
+              f"core runs two-term layers on the shift PE, one reduction per term")
+    else:
+        print(f"  (no two-term PE: acc_bits={args.acc_bits} cannot hold the sum of two "
+              f"{8 + (1 << args.exp_bits) - 1}-bit products)")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     record = {"bench": "pe_resources", "device": "LFE5U-85F", "acc_bits": args.acc_bits,
